@@ -1,0 +1,36 @@
+# Set-up is part of every target: a fresh clone needs only `make demo` or `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast ui bench browser clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# The main job on the embedded default: local Ray, bundled sample photos, tiny Refusion, local MLflow.
+demo: $(STAMP)
+	$(PY) pipelines/train.py
+
+# Debian's Chromium for the MLflow UI browser test (skipped with a reason when it cannot be installed).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; } || echo "chromium not installed: the UI browser test will be skipped"
+
+test: $(STAMP) browser
+	RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.2 $(PY) -m pytest -q --timeout=900
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" --timeout=300
+
+ui: $(STAMP)
+	$(PY) tuning/ui.py
+
+bench: $(STAMP)
+	$(PY) bench/degradations.py && $(PY) bench/refusion.py && $(PY) bench/ingest.py && $(PY) bench/methods.py && $(PY) bench/osediff.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,150 @@
+"""Layering and RNG rules of STYLE.md, checked on the source tree with ast."""
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LIBRARY_DIRS = ("degradations", "models", "pipelines", "tuning", "bench")
+STDLIB = set(sys.stdlib_module_names)
+NP_RANDOM_ALLOWED = {"default_rng", "Generator", "SeedSequence", "PCG64", "PCG64DXSM", "BitGenerator", "Philox"}
+CV2_BANNED = {"randn", "randu", "setRNGSeed", "randShuffle"}
+
+
+def _py_files(*dirs: str) -> list[Path]:
+    return sorted(p for d in dirs for p in (ROOT / d).rglob("*.py"))
+
+
+def _imports(tree: ast.AST) -> list[str]:
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return names
+
+
+def _top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def _parse(path: Path) -> ast.AST:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def test_library_packages_exist():
+    for d in ("degradations", "models", "pipelines", "tuning", "cluster", "tests"):
+        assert (ROOT / d).is_dir(), d
+    assert len(_py_files("degradations", "models", "pipelines")) > 10
+
+
+@pytest.mark.parametrize("package", ["degradations", "models"])
+def test_ray_and_mlflow_are_not_imported_below_pipelines(package):
+    bad = [
+        f"{p.relative_to(ROOT)}: {name}"
+        for p in _py_files(package)
+        for name in _imports(_parse(p))
+        if _top(name) in {"ray", "mlflow", "pipelines", "tuning"}
+    ]
+    assert not bad, bad
+
+
+def test_mlflow_is_imported_only_in_tracking_and_tuning():
+    bad = [
+        str(p.relative_to(ROOT))
+        for p in _py_files("pipelines", "bench")
+        if p.name != "tracking.py" and any(_top(n) == "mlflow" for n in _imports(_parse(p)))
+    ]
+    assert not bad, bad
+
+
+def test_degradations_use_only_numpy_and_opencv():
+    allowed = STDLIB | {"numpy", "cv2", "degradations"}
+    bad = [
+        f"{p.relative_to(ROOT)}: {name}"
+        for p in _py_files("degradations")
+        for name in _imports(_parse(p))
+        if _top(name) not in allowed
+    ]
+    assert not bad, bad
+
+
+def test_models_do_not_import_pipelines():
+    bad = [
+        f"{p.relative_to(ROOT)}: {name}"
+        for p in _py_files("models")
+        for name in _imports(_parse(p))
+        if _top(name) in {"pipelines", "tuning"}
+    ]
+    assert not bad, bad
+
+
+def _banned_rng_calls(tree: ast.AST) -> list[str]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            mod = node.module if isinstance(node, ast.ImportFrom) else None
+            names = [a.name for a in node.names]
+            if "random" in names and mod is None or mod == "random":
+                found.append(f"line {node.lineno}: stdlib random")
+            if mod == "numpy.random" and set(names) - NP_RANDOM_ALLOWED:
+                found.append(f"line {node.lineno}: from numpy.random import {names}")
+        if not isinstance(node, ast.Attribute):
+            continue
+        value = node.value
+        # np.random.<dist> / numpy.random.<dist>
+        if (
+            isinstance(value, ast.Attribute)
+            and value.attr == "random"
+            and isinstance(value.value, ast.Name)
+            and value.value.id in {"np", "numpy"}
+            and node.attr not in NP_RANDOM_ALLOWED
+        ):
+            found.append(f"line {node.lineno}: np.random.{node.attr}")
+        if isinstance(value, ast.Name) and value.id == "cv2" and node.attr in CV2_BANNED:
+            found.append(f"line {node.lineno}: cv2.{node.attr}")
+    return found
+
+
+def test_no_global_or_banned_rng_outside_tests():
+    bad = {
+        str(p.relative_to(ROOT)): calls
+        for p in _py_files(*LIBRARY_DIRS)
+        if (calls := _banned_rng_calls(_parse(p)))
+    }
+    assert not bad, bad
+
+
+def test_banned_rng_detector_catches_examples():
+    src = "import random\nimport numpy as np\nnp.random.seed(0)\nx = np.random.rand(3)\nimport cv2\ncv2.randn(a, 0, 1)\n"
+    assert len(_banned_rng_calls(ast.parse(src))) == 4
+    assert _banned_rng_calls(ast.parse("import numpy as np\nrng = np.random.default_rng([1, 2])\n")) == []
+
+
+def test_no_cuda_calls_in_library_code():
+    bad = []
+    for p in _py_files("degradations", "models"):
+        for node in ast.walk(_parse(p)):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "cuda":
+                bad.append(f"{p.relative_to(ROOT)}:{node.lineno}")
+    assert not bad, bad
+
+
+def test_torch_load_always_uses_weights_only():
+    bad = []
+    for p in _py_files(*LIBRARY_DIRS):
+        for node in ast.walk(_parse(p)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "load"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "torch"
+            ):
+                kw = {k.arg: k.value for k in node.keywords}
+                if not (isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True):
+                    bad.append(f"{p.relative_to(ROOT)}:{node.lineno}")
+    assert not bad, bad

@@ -1,0 +1,150 @@
+"""Data sources: list HQ images (folder/glob/files), paired LQ/GT folders or a Parquet of encoded bytes.
+
+Each source turns into a `Manifest`: samples in sorted order with a stable `sample_id`, each holding a
+path or the encoded bytes. Decoding happens later, per sample (pipelines/decode.py).
+"""
+
+import glob
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One manifest row: `hq` (and `lq` for paired sources) is a file path or the encoded image bytes."""
+
+    sample_id: int
+    name: str
+    hq: str | bytes
+    lq: str | bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    samples: tuple[Sample, ...]
+    num_unpaired: int = 0  # files without a partner (paired sources only); left out of `samples`
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def is_paired(self) -> bool:
+        return bool(self.samples) and self.samples[0].lq is not None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FolderSource:
+    """HQ images from folders (searched recursively), glob patterns or single files, in any mix."""
+
+    paths: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.paths, str):
+            raise ValueError(f"paths must be a tuple of strings, got the string {self.paths!r}")
+        if not self.paths:
+            raise ValueError("paths is empty: give at least one folder, glob or file")
+
+    def manifest(self) -> Manifest:
+        files = sorted({str(p) for entry in self.paths for p in _expand(entry)})
+        if not files:
+            raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {self.paths}")
+        names = _unique_names(files)
+        samples = tuple(Sample(sample_id=i, name=n, hq=f) for i, (n, f) in enumerate(zip(names, files)))
+        logger.info("FolderSource: %d images from %s", len(samples), self.paths)
+        return Manifest(samples=samples)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PairedFolderSource:
+    """LQ and GT folders whose images are matched by file stem (`0001.png` <-> `0001.jpg`)."""
+
+    lq_dir: str
+    gt_dir: str
+
+    def manifest(self) -> Manifest:
+        lq_by_stem = _by_stem(self.lq_dir)
+        gt_by_stem = _by_stem(self.gt_dir)
+        stems = sorted(lq_by_stem.keys() & gt_by_stem.keys())
+        missing = sorted(lq_by_stem.keys() ^ gt_by_stem.keys())
+        if missing:
+            shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+            logger.warning("PairedFolderSource: %d files without a partner are left out: %s", len(missing), shown)
+        if not stems:
+            raise FileNotFoundError(f"no LQ/GT pairs with matching stems in {self.lq_dir} and {self.gt_dir}")
+        samples = tuple(
+            Sample(sample_id=i, name=s, hq=gt_by_stem[s], lq=lq_by_stem[s]) for i, s in enumerate(stems)
+        )
+        logger.info("PairedFolderSource: %d pairs", len(samples))
+        return Manifest(samples=samples, num_unpaired=len(missing))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ParquetSource:
+    """A Parquet file (or a folder of them) with a column of encoded image bytes and an optional name column.
+
+    Samples are sorted by name when `name_column` is given, else kept in file order (files sorted by path).
+    """
+
+    path: str
+    image_column: str = "image"
+    name_column: str | None = "name"
+
+    def manifest(self) -> Manifest:
+        # TODO: the encoded bytes are held in memory (and shipped to each worker); fine up to a few GB.
+        files = sorted(Path(self.path).rglob("*.parquet")) if Path(self.path).is_dir() else [Path(self.path)]
+        columns = [self.image_column] + ([self.name_column] if self.name_column else [])
+        rows: list[tuple[str, bytes]] = []
+        for file in files:
+            table = pq.read_table(file, columns=columns)
+            images = table.column(self.image_column).to_pylist()
+            if self.name_column:
+                names = [str(n) for n in table.column(self.name_column).to_pylist()]
+            else:
+                names = [f"{file.stem}/{i:08d}" for i in range(len(images))]
+            rows.extend(zip(names, images))
+        if not rows:
+            raise FileNotFoundError(f"no rows in Parquet source {self.path}")
+        if self.name_column:
+            rows.sort(key=lambda row: row[0])
+        samples = tuple(Sample(sample_id=i, name=n, hq=data) for i, (n, data) in enumerate(rows))
+        logger.info("ParquetSource: %d images from %d file(s) under %s", len(samples), len(files), self.path)
+        return Manifest(samples=samples)
+
+
+def _expand(entry: str) -> list[Path]:
+    path = Path(entry).expanduser()
+    if path.is_dir():
+        return [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if path.is_file():
+        return [path]
+    matches = [Path(p) for p in glob.glob(str(path), recursive=True)]
+    if not matches:
+        raise FileNotFoundError(f"{entry!r} is neither a folder, a file nor a glob that matches anything")
+    return [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _unique_names(files: list[str]) -> list[str]:
+    """File stems, made unique with their parent folders when two files share a stem."""
+    stems = [Path(f).stem for f in files]
+    if len(set(stems)) == len(stems):
+        return stems
+    return files
+
+
+def _by_stem(folder: str) -> dict[str, str]:
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{folder!r} is not a folder")
+    by_stem: dict[str, str] = {}
+    for path in sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+        if path.stem in by_stem:
+            raise ValueError(f"two images share the stem {path.stem!r} in {folder}: {by_stem[path.stem]}, {path}")
+        by_stem[path.stem] = str(path)
+    return by_stem

@@ -185,3 +185,15 @@ class IRSDE:
         pred = self.reverse_sde_mean(xt, eps_hat, mu, t_B)
         target = self.optimal_reverse_step(xt, x0, mu, t_B)
         return F.l1_loss(pred.float(), target.float())
+
+    def step(self, eps_hat: torch.Tensor, t_B: torch.Tensor, t_prev_B: torch.Tensor, xt: torch.Tensor, *,
+             mu: torch.Tensor, mode: str, noise: torch.Tensor | None) -> torch.Tensor:
+        """One reverse step t -> t_prev by `mode` ('sde', 'posterior' or 'ode'); noise None means zero."""
+        noise = torch.zeros_like(xt) if noise is None else noise
+        if mode == "sde":
+            return self.reverse_sde_step(xt, eps_hat, mu, t_B, noise, t_prev_B)
+        if mode == "posterior":
+            return self.posterior_step(xt, eps_hat, mu, t_B, noise, t_prev_B)
+        if mode == "ode":
+            return self.reverse_ode_step(xt, eps_hat, mu, t_B, t_prev_B)
+        raise ValueError(f"mode must be one of ('sde', 'posterior', 'ode'), got {mode!r}")

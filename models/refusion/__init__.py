@@ -1,0 +1,16 @@
+"""Refusion (arXiv 2304.08291) on IR-SDE (arXiv 2301.11699): process, configs and methods."""
+
+from models.processes.irsde import IRSDE
+from models.refusion.autoencoder import LatentAutoencoder, latent_pretraining_loss
+from models.refusion.config import (
+    LatentAutoencoderConfig,
+    RefusionConfig,
+    latent_refusion_tiny,
+    refusion_tiny,
+)
+from models.refusion.method import Refusion, RefusionNet, load_autoencoder, upsample_lq
+
+__all__ = [
+    "IRSDE", "LatentAutoencoder", "LatentAutoencoderConfig", "Refusion", "RefusionConfig", "RefusionNet",
+    "latent_pretraining_loss", "latent_refusion_tiny", "load_autoencoder", "refusion_tiny", "upsample_lq",
+]

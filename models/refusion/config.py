@@ -1,0 +1,108 @@
+"""Frozen configs of Refusion (arXiv 2304.08291) and of its latent autoencoder pretraining.
+
+`asdict(config)` is what a checkpoint stores (with `kind` naming the method); `from_dict` inverts it.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from models.nets.latent_unet import DEHAZE_UNET, TINY_UNET, LatentUNetConfig
+from models.nets.nafnet import REFUSION_NAFNET, TINY_NAFNET, NAFNetConfig
+from models.processes.irsde import SCHEDULES
+
+SAMPLERS: tuple[str, ...] = ("sde", "posterior", "ode")
+UPSAMPLE_MODES: tuple[str, ...] = ("bicubic", "nearest")
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RefusionConfig:
+    """Refusion = IR-SDE + ConditionalNAFNet; set `latent` for Latent Refusion (diffusion in AE space).
+
+    The process settings live here so that a checkpoint carries them (a test-time mismatch is the
+    most common user bug of the official code). `autoencoder_path` is a LatentAutoencoder checkpoint
+    directory, read once by `Refusion.build`; its weights then travel inside the Refusion checkpoint.
+    """
+
+    kind: Literal["refusion"] = "refusion"
+    net: NAFNetConfig = REFUSION_NAFNET
+    max_sigma: float = 50.0  # 0-255 scale of [0, 1] images
+    T: int = 100
+    schedule: str = "cosine"
+    eps: float = 0.005
+    scale: int = 1  # lq is hq / scale; upsampled to hq size before diffusion
+    upsample: str = "bicubic"  # "nearest" matches the released SISR weights (issue #31)
+    sampler: str = "sde"
+    num_steps: int | None = None  # sampling steps, None = all T
+    latent: LatentUNetConfig | None = None
+    autoencoder_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind != "refusion":
+            raise ValueError(f"kind must be 'refusion', got {self.kind!r}")
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("sampler", self.sampler, SAMPLERS)
+        _check_choice("upsample", self.upsample, UPSAMPLE_MODES)
+        if self.scale < 1:
+            raise ValueError(f"scale must be >= 1, got {self.scale}")
+        if self.num_steps is not None and not 1 <= self.num_steps <= self.T:
+            raise ValueError(f"num_steps must be in [1, T={self.T}] or None, got {self.num_steps}")
+        if self.latent is not None and self.latent.embed_dim != self.net.img_channels:
+            raise ValueError(f"net.img_channels ({self.net.img_channels}) must equal latent.embed_dim "
+                             f"({self.latent.embed_dim}) for Latent Refusion")
+        if self.latent is None and self.net.img_channels != 3:
+            raise ValueError(f"pixel-space Refusion needs net.img_channels == 3, got {self.net.img_channels}")
+
+    def process_settings(self) -> dict[str, Any]:
+        """The IR-SDE settings a restore must agree with."""
+        return {"max_sigma": self.max_sigma, "T": self.T, "schedule": self.schedule, "eps": self.eps}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RefusionConfig":
+        d = dict(d)
+        d["net"] = NAFNetConfig(**d["net"])
+        d["latent"] = None if d["latent"] is None else LatentUNetConfig(**d["latent"])
+        return cls(**d)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LatentAutoencoderConfig:
+    """Pretraining of the Latent Refusion compressor (losses of the official unet-latent code)."""
+
+    kind: Literal["latent_autoencoder"] = "latent_autoencoder"
+    net: LatentUNetConfig = DEHAZE_UNET
+    swap_prob: float = 0.5  # swap lq and hq per batch so both directions are learned (issue #137)
+    reg_weight: float = 0.001
+    scale: int = 1
+    upsample: str = "bicubic"
+
+    def __post_init__(self) -> None:
+        if self.kind != "latent_autoencoder":
+            raise ValueError(f"kind must be 'latent_autoencoder', got {self.kind!r}")
+        _check_choice("upsample", self.upsample, UPSAMPLE_MODES)
+        if not 0.0 <= self.swap_prob <= 1.0:
+            raise ValueError(f"swap_prob must be in [0, 1], got {self.swap_prob}")
+        if self.scale < 1 or self.reg_weight < 0:
+            raise ValueError(f"scale must be >= 1 and reg_weight >= 0, got {self.scale}, {self.reg_weight}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LatentAutoencoderConfig":
+        d = dict(d)
+        d["net"] = LatentUNetConfig(**d["net"])
+        return cls(**d)
+
+
+def refusion_tiny() -> RefusionConfig:
+    """Pixel-space Refusion small enough for CPU tests and the demo."""
+    return RefusionConfig(net=TINY_NAFNET)
+
+
+def latent_refusion_tiny(autoencoder_path: str | None = None) -> RefusionConfig:
+    """Latent Refusion with the tiny NAFNet on the tiny 8x compressor."""
+    net = dataclasses.replace(TINY_NAFNET, img_channels=TINY_UNET.embed_dim, global_skip=True)
+    return RefusionConfig(net=net, latent=TINY_UNET, autoencoder_path=autoencoder_path)

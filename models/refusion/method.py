@@ -1,0 +1,129 @@
+"""Refusion (arXiv 2304.08291) as a RestorationMethod: IR-SDE + ConditionalNAFNet, in pixel or latent space.
+
+Latent Refusion encodes hq and lq with a frozen, pretrained LatentUNet, diffuses between the latents and
+decodes the result with the lq's skip features. Legend: B batch, C channels, H, W sizes, Z latent channels.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from models.nets.latent_unet import LatentUNet, LatentUNetConfig
+from models.nets.nafnet import ConditionalNAFNet
+from models.processes.irsde import IRSDE
+from models.refusion.config import RefusionConfig
+from models.sampling import randn_like, sample
+
+logger = logging.getLogger(__name__)
+
+DATA_RANGE = 2.0  # data are in [-1, 1]; max_sigma is relative to [0, 1]
+
+
+def upsample_lq(lq_BCHW: torch.Tensor, scale: int, mode: str) -> torch.Tensor:
+    """lq at hq size (the IR-SDE mean must have the hq shape); identity for scale 1."""
+    if scale == 1:
+        return lq_BCHW
+    if mode == "nearest":
+        return F.interpolate(lq_BCHW, scale_factor=scale, mode="nearest")
+    return F.interpolate(lq_BCHW, scale_factor=scale, mode="bicubic", align_corners=False)
+
+
+def load_autoencoder(directory: str | Path, expected: LatentUNetConfig) -> LatentUNet:
+    """LatentUNet from a LatentAutoencoder checkpoint dir (state.pt + config.json), EMA weights if saved."""
+    directory = Path(directory)
+    stored = json.loads((directory / "config.json").read_text())["method"]
+    if stored["kind"] != "latent_autoencoder":
+        raise ValueError(f"{directory} holds a {stored['kind']!r} checkpoint, not a latent_autoencoder one")
+    stored_net = LatentUNetConfig(**stored["net"])
+    if stored_net != expected:
+        raise ValueError(f"autoencoder at {directory} has config {stored_net}, but the Refusion config expects "
+                         f"{expected}")
+    state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
+    autoencoder = LatentUNet(expected)
+    autoencoder.load_state_dict(state["ema"] if state["ema"] is not None else state["net"])
+    return autoencoder
+
+
+class RefusionNet(nn.Module):
+    """All weights of a Refusion run: the denoiser and, for Latent Refusion, the frozen autoencoder."""
+
+    def __init__(self, denoiser: ConditionalNAFNet, autoencoder: LatentUNet | None) -> None:
+        super().__init__()
+        self.denoiser = denoiser
+        self.autoencoder = autoencoder
+        if autoencoder is not None:
+            autoencoder.requires_grad_(False)
+
+    def forward(self, xt: torch.Tensor, t_B: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        """Predicted noise (the call that DDP wraps)."""
+        return self.denoiser(xt, t_B, mu)
+
+
+def _unwrap(net: nn.Module) -> RefusionNet:
+    return net.module if isinstance(net, DistributedDataParallel) else net
+
+
+class Refusion:
+    """RestorationMethod for (Latent) Refusion; `autoencoder` overrides config.autoencoder_path (tests, restore)."""
+
+    def __init__(self, config: RefusionConfig, *, autoencoder: LatentUNet | None = None) -> None:
+        if config.latent is not None and autoencoder is None and config.autoencoder_path is None:
+            raise ValueError("Latent Refusion needs a pretrained autoencoder: set autoencoder_path or pass autoencoder=")
+        if config.latent is None and autoencoder is not None:
+            raise ValueError("an autoencoder was given but config.latent is None (pixel-space Refusion)")
+        self.config = config
+        self.process = IRSDE(max_sigma=config.max_sigma, T=config.T, schedule=config.schedule, eps=config.eps,
+                             data_range=DATA_RANGE)
+        self._autoencoder = autoencoder
+
+    def build(self) -> RefusionNet:
+        autoencoder = self._autoencoder
+        if self.config.latent is not None and autoencoder is None:
+            autoencoder = load_autoencoder(self.config.autoencoder_path, self.config.latent)
+        return RefusionNet(ConditionalNAFNet(self.config.net), autoencoder)
+
+    def param_groups(self, net: nn.Module) -> list[dict]:
+        return [{"params": [p for p in _unwrap(net).denoiser.parameters() if p.requires_grad]}]
+
+    def _to_diffusion_space(self, net: RefusionNet, x_BCHW: torch.Tensor):
+        """(x or its latent, lq skips or None); the frozen encoder runs without grad."""
+        if net.autoencoder is None:
+            return x_BCHW, None
+        with torch.no_grad():
+            return net.autoencoder.encode(x_BCHW)
+
+    def loss(
+        self, net: nn.Module, hq: torch.Tensor, lq: torch.Tensor, *, step: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Matching L1 of Sec. 1 of the reference: EM reverse mean vs the optimal x*_{t-1}."""
+        inner = _unwrap(net)
+        mu, _ = self._to_diffusion_space(inner, upsample_lq(lq, self.config.scale, self.config.upsample))
+        x0, _ = self._to_diffusion_space(inner, hq)
+        t_B = self.process.sample_t(x0.shape[0], generator=generator, device=x0.device)
+        noise = randn_like(x0, generator)
+        xt = self.process.add_noise(x0, mu, noise, t_B)
+        eps_hat = net(xt, t_B, mu)
+        loss = self.process.loss(eps_hat, xt, x0, mu, t_B)
+        with torch.no_grad():
+            noise_l1 = (eps_hat.float() - noise.float()).abs().mean()
+        return loss, {"loss": loss.item(), "noise_l1": noise_l1.item()}
+
+    @torch.no_grad()
+    def restore(
+        self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator | None,
+        num_steps: int | None = None, mode: str | None = None, temperature: float = 1.0, progress: bool = False,
+    ) -> torch.Tensor:
+        """Restored image (B, 3, H*scale, W*scale) in [-1, 1]; defaults to the config's sampler and steps."""
+        inner = _unwrap(net)
+        mu, skips = self._to_diffusion_space(inner, upsample_lq(lq, self.config.scale, self.config.upsample))
+        x0 = sample(inner, self.process, mu, num_steps=num_steps or self.config.num_steps,
+                    mode=mode or self.config.sampler, generator=generator, temperature=temperature,
+                    progress=progress)
+        if inner.autoencoder is not None:
+            x0 = inner.autoencoder.decode(x0, skips)
+        return x0.clamp(-1.0, 1.0)

@@ -1,0 +1,172 @@
+"""DiffIR (Xia et al., arXiv 2303.09472) as a RestorationMethod: CPEN + DIRformer + a 4-step prior diffusion.
+
+Stage 1 trains CPEN_S1 (which sees the ground truth) and the DIRformer with L1. Stage 2 freezes a copy of
+CPEN_S1 as the teacher, trains CPEN_S2 (lq only) and the prior denoiser to reproduce its prior through the
+reverse chain (first alone, for prior_only_steps), then everything jointly with L1(image) + L1(prior).
+
+Legend: B batch, C channels, H height, W width, D prior size (4 * cpen.num_feats).
+"""
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.diffir.cpen import CPEN, CPENConfig
+from models.diffir.dirformer import SCALES, DIRformer, DIRformerConfig
+from models.diffir.prior import PriorDenoiser, PriorDenoiserConfig, reverse_chain
+from models.processes.ddpm import DDPM
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DiffIRConfig:
+    """One training stage of DiffIR; `init_from` is the stage-1 checkpoint directory that stage 2 starts from."""
+
+    stage: int = 1
+    scale: int = 4
+    dirformer: DIRformerConfig = field(default_factory=DIRformerConfig)
+    cpen: CPENConfig = field(default_factory=CPENConfig)
+    denoiser: PriorDenoiserConfig = field(default_factory=PriorDenoiserConfig)
+    # The prior diffusion: T = 4, betas = linspace(sqrt(0.1), sqrt(0.99), 4)^2 in every DiffIR config.
+    num_diffusion_steps: int = 4
+    beta_start: float = 0.1
+    beta_end: float = 0.99
+    prior_only_steps: int = 100_000  # stage 2: steps that train only CPEN_S2 + denoiser (encoder_iter)
+    # Stage 2 only: a checkpoint directory (state.pt + config.json) of a stage-1 run. Empty leaves the teacher
+    # CPEN_S1 and the DIRformer random, which is only meaningful in tests or when a stage-2 state is loaded next.
+    init_from: str = ""
+    init_weights: Literal["ema", "net"] = "ema"  # which weights of the stage-1 checkpoint to start from
+
+    def __post_init__(self) -> None:
+        if self.stage not in (1, 2):
+            raise ValueError(f"diffir.stage must be one of (1, 2), got {self.stage}")
+        if self.scale not in SCALES:
+            raise ValueError(f"diffir.scale must be one of {SCALES}, got {self.scale}")
+        if self.init_weights not in ("ema", "net"):
+            raise ValueError(f"diffir.init_weights must be one of ('ema', 'net'), got {self.init_weights!r}")
+        if self.init_from and self.stage != 2:
+            raise ValueError(f"diffir.init_from is for stage 2 only, got stage {self.stage}")
+        if self.prior_only_steps < 0:
+            raise ValueError(f"diffir.prior_only_steps must be >= 0, got {self.prior_only_steps}")
+        DDPM(num_train_steps=self.num_diffusion_steps, beta_start=self.beta_start, beta_end=self.beta_end)
+
+    @property
+    def pad_multiple(self) -> int:
+        """lq sides must be multiples of this (3 U-net downsamplings at hq/4, and PixelUnshuffle(4) of hq)."""
+        return 16 if self.scale == 2 else 8
+
+
+def lq_to_quarter(lq_BCHW: torch.Tensor, scale: int) -> torch.Tensor:
+    """lq pixel-unshuffled to hq/4 resolution (3 * (4/scale)^2 channels); the CPENs see this."""
+    return lq_BCHW if scale == 4 else F.pixel_unshuffle(lq_BCHW, 4 // scale)
+
+
+class DiffIRNet(nn.Module):
+    """All weights of one stage. Stage 2 holds the frozen teacher CPEN_S1 next to CPEN_S2 and the denoiser."""
+
+    def __init__(self, config: DiffIRConfig) -> None:
+        super().__init__()
+        self.stage, self.scale = config.stage, config.scale
+        lq_channels = 3 * (4 // config.scale) ** 2
+        prior_dim = config.cpen.prior_dim
+        self.process = DDPM(num_train_steps=config.num_diffusion_steps, beta_start=config.beta_start,
+                            beta_end=config.beta_end)
+        self.cpen_s1 = CPEN(lq_channels + 48, config.cpen)
+        self.dirformer = DIRformer(config.dirformer, scale=config.scale, prior_dim=prior_dim)
+        if config.stage == 2:
+            self.cpen_s1.requires_grad_(False)
+            self.cpen_s2 = CPEN(lq_channels, config.cpen)
+            self.denoiser = PriorDenoiser(prior_dim, config.denoiser)
+
+    def teacher_prior(self, lq_BCHW: torch.Tensor, hq_BCHW: torch.Tensor) -> torch.Tensor:
+        """z = CPEN_S1([lq, PixelUnshuffle_4(hq)]), shape (B, D)."""
+        x = torch.cat([lq_to_quarter(lq_BCHW, self.scale), F.pixel_unshuffle(hq_BCHW, 4)], dim=1)
+        return self.cpen_s1(x)
+
+    def forward(
+        self, lq_BCHW: torch.Tensor, hq_BCHW: torch.Tensor | None = None, *, eps_BD: torch.Tensor | None = None,
+        with_image: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """(out_BCHW or None, z_hat_BD, z_teacher_BD or None): the single entry point, so DDP sees every call.
+
+        Stage 1: z_hat is CPEN_S1's prior (hq required). Stage 2 with hq: the chain starts from
+        q(x_{T-1} | z_teacher) with noise eps (training); without hq it starts from eps itself (restoring).
+        """
+        if self.stage == 1:
+            z_BD = self.teacher_prior(lq_BCHW, hq_BCHW)
+            return self.dirformer(lq_BCHW, z_BD), z_BD, None
+        z_teacher_BD = None
+        xt_BD = eps_BD
+        if hq_BCHW is not None:
+            with torch.no_grad():
+                z_teacher_BD = self.teacher_prior(lq_BCHW, hq_BCHW)
+            t_B = torch.full((lq_BCHW.shape[0],), self.process.num_train_steps - 1, device=lq_BCHW.device)
+            xt_BD = self.process.add_noise(z_teacher_BD, eps_BD, t_B)
+        z_hat_BD = reverse_chain(self.denoiser, self.process, xt_BD, self.cpen_s2(lq_to_quarter(lq_BCHW, self.scale)))
+        out_BCHW = self.dirformer(lq_BCHW, z_hat_BD) if with_image else None
+        return out_BCHW, z_hat_BD, z_teacher_BD
+
+
+def load_stage1(net: DiffIRNet, directory: str | Path, *, weights: Literal["ema", "net"]) -> None:
+    """Copy CPEN_S1 and DIRformer weights of a stage-1 checkpoint into a stage-2 net (strict on those keys)."""
+    state = torch.load(Path(directory) / "state.pt", map_location="cpu", weights_only=True)
+    source = state[weights]
+    for name in ("cpen_s1", "dirformer"):
+        part = {k.removeprefix(name + "."): v for k, v in source.items() if k.startswith(name + ".")}
+        getattr(net, name).load_state_dict(part, strict=True)
+    log.info("stage 2 initialised from %s (%s weights)", directory, weights)
+
+
+class DiffIR:
+    """RestorationMethod for one DiffIR stage (see models/method.py)."""
+
+    def __init__(self, config: DiffIRConfig) -> None:
+        self.config = config
+
+    def build(self) -> DiffIRNet:
+        net = DiffIRNet(self.config)
+        if self.config.init_from:
+            load_stage1(net, self.config.init_from, weights=self.config.init_weights)
+        return net
+
+    def param_groups(self, net: nn.Module) -> list[dict]:
+        return [{"params": [p for p in net.parameters() if p.requires_grad]}]
+
+    def _prior_noise(self, batch: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        shape = (batch, self.config.cpen.prior_dim)
+        return torch.randn(shape, generator=generator, device=generator.device).to(device)
+
+    def loss(
+        self, net: nn.Module, hq: torch.Tensor, lq: torch.Tensor, *, step: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Stage 1: L1(out, hq). Stage 2: L1(z_hat, z) alone before prior_only_steps, then plus L1(out, hq)."""
+        if self.config.stage == 1:
+            out, _, _ = net(lq, hq)
+            loss = F.l1_loss(out, hq)
+            return loss, {"l1_image": loss.item()}
+        prior_only = step < self.config.prior_only_steps
+        eps_BD = self._prior_noise(lq.shape[0], generator, lq.device)
+        out, z_hat, z_teacher = net(lq, hq, eps_BD=eps_BD, with_image=not prior_only)
+        loss_prior = F.l1_loss(z_hat, z_teacher)
+        if prior_only:
+            return loss_prior, {"l1_prior": loss_prior.item()}
+        loss_image = F.l1_loss(out, hq)
+        return loss_image + loss_prior, {"l1_image": loss_image.item(), "l1_prior": loss_prior.item()}
+
+    @torch.no_grad()
+    def restore(self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+        """Stage-2 restoration from pure noise through the 4-step chain; lq is reflect-padded and the output cropped."""
+        if self.config.stage != 2:
+            raise ValueError("diffir.stage 1 needs the ground truth to form its prior: restore with a stage-2 net")
+        H, W = lq.shape[-2:]
+        m = self.config.pad_multiple
+        lq_padded = F.pad(lq, (0, -W % m, 0, -H % m), mode="reflect")
+        out, _, _ = net(lq_padded, eps_BD=self._prior_noise(lq.shape[0], generator, lq.device))
+        s = self.config.scale
+        return out[..., : H * s, : W * s]

@@ -1,0 +1,56 @@
+"""DiffIR's prior denoiser (arXiv 2303.09472, Sec. 3.2): an MLP over the prior vector, and its reverse chain.
+
+The denoiser sees [condition from CPEN_S2, time embedding, x_t] and predicts x0 (the stage-1 prior).
+The reference feeds the scalar t / (10 T); we use the shared sinusoidal embedding instead.
+
+Legend: B batch, D prior size, E time-embedding width.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models.nets.embeddings import sinusoidal_embedding
+from models.processes.ddpm import DDPM
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PriorDenoiserConfig:
+    """num_layers is n_denoise_res (1 in every DiffIR config: two linear layers in all)."""
+
+    num_layers: int = 1
+    time_dim: int = 16
+
+    def __post_init__(self) -> None:
+        if self.num_layers < 0:
+            raise ValueError(f"denoiser.num_layers must be >= 0, got {self.num_layers}")
+        if self.time_dim < 4 or self.time_dim % 2:
+            raise ValueError(f"denoiser.time_dim must be even and >= 4, got {self.time_dim}")
+
+
+class PriorDenoiser(nn.Module):
+    """forward(xt_BD, t_B, cond_BD) -> x0_hat_BD; Linear + LeakyReLU(0.1) layers without skips (as the reference)."""
+
+    def __init__(self, prior_dim: int, config: PriorDenoiserConfig) -> None:
+        super().__init__()
+        self.time_dim = config.time_dim
+        layers: list[nn.Module] = [nn.Linear(2 * prior_dim + config.time_dim, prior_dim), nn.LeakyReLU(0.1)]
+        for _ in range(config.num_layers):
+            layers += [nn.Linear(prior_dim, prior_dim), nn.LeakyReLU(0.1)]
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, xt_BD: torch.Tensor, t_B: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
+        t_BE = sinusoidal_embedding(t_B, self.time_dim).to(xt_BD.dtype)
+        return self.mlp(torch.cat([cond_BD, t_BE, xt_BD], dim=1))
+
+
+def reverse_chain(denoiser: nn.Module, process: DDPM, xt_BD: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
+    """All T posterior-mean steps from x_{T-1} to the x0 estimate; differentiable (stage 2 trains through it)."""
+    steps = process.timesteps()
+    batch = xt_BD.shape[0]
+    for t, t_prev in zip(steps[:-1].tolist(), steps[1:].tolist()):
+        t_B = torch.full((batch,), t, dtype=torch.long, device=xt_BD.device)
+        t_prev_B = torch.full((batch,), t_prev, dtype=torch.long, device=xt_BD.device)
+        xt_BD = process.step(denoiser(xt_BD, t_B, cond_BD), t_B, t_prev_B, xt_BD)
+    return xt_BD

@@ -1,0 +1,161 @@
+"""Multiscale Structure Guided Diffusion for deblurring (Ren et al., arXiv 2212.01789) as a RestorationMethod.
+
+An icDPM UNet (eps prediction, blurry input concatenated) whose encoder receives multiscale structure guidance
+from a regression network. Training: the regression loss alone for warmup_steps (warm start), then the
+denoising loss ramped in over ramp_steps. Restoring: ancestral sampling, optionally the mean of several samples.
+Values marked UNVERIFIED could not be checked against the paper (methods.md section 3.3).
+
+Legend: B batch, C channels, H height, W width; k a guidance scale exponent.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.msgd.guidance import GuidanceConfig, GuidanceNet, structure
+from models.msgd.unet import GuidedUNet, UNetConfig
+from models.processes.icdpm import SCHEDULES, ICDPM
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MSGDConfig:
+    """The icDPM, its UNet, the guidance network, the loss schedule and the sampler."""
+
+    scale: int = 1  # lq is hq / scale; MSGD is a deblurring method, so 1
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    num_train_steps: int = 1000  # icDPM schedule length (our choice, DDPM default)
+    schedule: Literal["linear", "cosine"] = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    diffusion_loss: Literal["l1", "l2"] = "l2"  # ||eps - eps_hat||^2 (DvSR's code uses L1)
+    reg_weight: float = 1.0  # lambda on the regression loss (UNVERIFIED)
+    warmup_steps: int = 60_000  # regression-only warm start (UNVERIFIED, from our brief)
+    ramp_steps: int = 10_000  # the denoising loss weight goes 0 -> 1 linearly over these (our choice)
+    num_sampling_steps: int = 100  # ancestral steps at restore time (UNVERIFIED; DvSR-style models use hundreds)
+    num_samples_averaged: int = 1  # > 1 is "sample averaging" (Ours-SA): the mean of that many samples
+
+    def __post_init__(self) -> None:
+        if self.scale not in (1, 2, 4):
+            raise ValueError(f"msgd.scale must be one of (1, 2, 4), got {self.scale}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"msgd.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.diffusion_loss not in ("l1", "l2"):
+            raise ValueError(f"msgd.diffusion_loss must be one of ('l1', 'l2'), got {self.diffusion_loss!r}")
+        if max(self.guidance.scales) >= len(self.unet.channel_mults):
+            raise ValueError(f"msgd.guidance.scales {self.guidance.scales} need UNet levels up to "
+                             f"{max(self.guidance.scales)}; unet.channel_mults has {len(self.unet.channel_mults)}")
+        if self.warmup_steps < 0 or self.ramp_steps < 0 or self.reg_weight < 0:
+            raise ValueError(f"msgd: warmup_steps, ramp_steps and reg_weight must be >= 0, got {self}")
+        if not 1 <= self.num_sampling_steps <= self.num_train_steps or self.num_samples_averaged < 1:
+            raise ValueError(f"msgd: need 1 <= num_sampling_steps <= num_train_steps and num_samples_averaged >= 1")
+
+    @property
+    def pad_multiple(self) -> int:
+        """hq sides must be multiples of this (UNet downsamplings and the coarsest guidance scale)."""
+        return max(self.unet.downsample_factor, 2 ** max(self.guidance.scales))
+
+    def process(self) -> ICDPM:
+        return ICDPM(num_train_steps=self.num_train_steps, schedule=self.schedule, beta_start=self.beta_start,
+                     beta_end=self.beta_end)
+
+
+class MSGDNet(nn.Module):
+    """The guidance network and the guided UNet; forward is the single training entry point (DDP sees it)."""
+
+    def __init__(self, config: MSGDConfig) -> None:
+        super().__init__()
+        self.scale = config.scale
+        self.guidance = GuidanceNet(config.guidance)
+        self.unet = GuidedUNet(config.unet, guided_levels=config.guidance.scales,
+                               guidance_channels=config.guidance.channels)
+
+    def condition(self, lq_BCHW: torch.Tensor) -> torch.Tensor:
+        """The blurry input at hq size (bicubic upsampling only when scale > 1)."""
+        if self.scale == 1:
+            return lq_BCHW
+        return F.interpolate(lq_BCHW, scale_factor=self.scale, mode="bicubic", align_corners=False)
+
+    def forward(
+        self, xt_BCHW: torch.Tensor | None, t_B: torch.Tensor | None, lq_BCHW: torch.Tensor,
+        *, guidance_noise: list[torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor | None, dict[int, torch.Tensor]]:
+        """(eps_hat or None when xt is None, {k: predicted downsampled grayscale sharp image})."""
+        cond_BCHW = self.condition(lq_BCHW)
+        features, predictions = self.guidance(cond_BCHW, guidance_noise)
+        eps_hat = None if xt_BCHW is None else self.unet(xt_BCHW, t_B, cond_BCHW, features)
+        return eps_hat, predictions
+
+
+def _randn(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, device=generator.device).to(like.device, like.dtype)
+
+
+class MSGD:
+    """RestorationMethod (see models/method.py)."""
+
+    def __init__(self, config: MSGDConfig) -> None:
+        self.config = config
+        self.process = config.process()
+
+    def build(self) -> MSGDNet:
+        return MSGDNet(self.config)
+
+    def param_groups(self, net: nn.Module) -> list[dict]:
+        return [{"params": [p for p in net.parameters() if p.requires_grad]}]
+
+    def diffusion_weight(self, step: int) -> float:
+        """0 during the warm start, then a linear ramp to 1 over ramp_steps."""
+        c = self.config
+        if step < c.warmup_steps:
+            return 0.0
+        return min(1.0, (step - c.warmup_steps + 1) / c.ramp_steps) if c.ramp_steps else 1.0
+
+    def loss(
+        self, net: nn.Module, hq: torch.Tensor, lq: torch.Tensor, *, step: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """reg_weight * sum_k L1(x_hat_k, phi_k(hq)) + w(step) * ||eps_hat - eps|| (the UNet is skipped while w = 0)."""
+        c = self.config
+        guidance_noise = [_randn(s, generator, hq) for s in GuidanceNet.noise_shapes(hq, c.guidance.scales)]
+        weight = self.diffusion_weight(step)
+        xt, t_B, eps = None, None, None
+        if weight > 0:
+            t_B = self.process.sample_t(hq.shape[0], generator=generator, device=hq.device)
+            eps = _randn(tuple(hq.shape), generator, hq)
+            xt = self.process.add_noise(hq, eps, t_B)
+        eps_hat, predictions = net(xt, t_B, lq, guidance_noise=guidance_noise)
+        loss_reg = sum(F.l1_loss(predictions[k], structure(hq, k)) for k in c.guidance.scales)
+        logs = {"l1_regression": loss_reg.item(), "diffusion_weight": weight}
+        loss = c.reg_weight * loss_reg
+        if weight > 0:
+            target = self.process.target(hq, eps, t_B)
+            diff = F.mse_loss(eps_hat, target) if c.diffusion_loss == "l2" else F.l1_loss(eps_hat, target)
+            logs["diffusion"] = diff.item()
+            loss = loss + weight * diff
+        return loss, logs
+
+    @torch.no_grad()
+    def sample(self, net: MSGDNet, lq: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+        """One ancestral sample at hq size from lq (hq sides multiples of pad_multiple); guidance computed once."""
+        cond = net.condition(lq)
+        features, _ = net.guidance(cond)
+        steps = self.process.timesteps(self.config.num_sampling_steps).tolist()
+        x = _randn(tuple(cond.shape), generator, cond)
+        for t, t_prev in zip(steps[:-1], steps[1:]):
+            t_B = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+            eps_hat = net.unet(x, t_B, cond, features)
+            x = self.process.step(eps_hat, t_B, torch.full_like(t_B, t_prev), x, generator=generator)
+        return x
+
+    @torch.no_grad()
+    def restore(self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+        """Mean of num_samples_averaged samples (1: a plain sample); lq is reflect-padded and the output cropped."""
+        H, W = lq.shape[-2:]
+        m = max(1, self.config.pad_multiple // self.config.scale)
+        lq_padded = F.pad(lq, (0, -W % m, 0, -H % m), mode="reflect")
+        total = sum(self.sample(net, lq_padded, generator=generator) for _ in range(self.config.num_samples_averaged))
+        s = self.config.scale
+        return (total / self.config.num_samples_averaged)[..., : H * s, : W * s]

@@ -1,0 +1,196 @@
+"""The CLI of pipelines/train.py: pick a recipe and overrides, build the Ray Data pipeline, run a TorchTrainer.
+
+The driver owns the MLflow run (created here, ended FINISHED/FAILED/KILLED here) and passes its id to rank 0.
+It also decides where the data stream starts: for --resume it reads the latest checkpoint's step first.
+"""
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import pyarrow.fs
+import ray
+import ray.train
+import torch
+from ray.train.torch import TorchTrainer
+
+from pipelines import tracking
+from pipelines.checkpoints import find_latest_checkpoint, read_config_uri, run_uri
+from pipelines.data import build_train_dataset
+from pipelines.sources import FolderSource
+from pipelines.recipes import METHODS, RECIPES, RunConfig, apply_overrides
+from pipelines.train import train_loop_per_worker
+
+logger = logging.getLogger(__name__)
+
+TRACKING_FILE = "mlflow_run.json"  # in the run dir: lets --resume continue the same MLflow run
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="pipelines/train.py",
+        description="Train a restoration method on Ray Train. With no arguments: the debug recipe, local Ray, "
+        "local MLflow store under runs/.",
+    )
+    parser.add_argument("--method", choices=sorted(METHODS), help="method family; --recipe X means <method>_X")
+    parser.add_argument("--recipe", default="debug", help=f"one of {sorted(RECIPES)} (default debug)")
+    parser.add_argument("--config", action="append", default=[], help="YAML/JSON file merged into the recipe")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set optim.lr=1e-4 --set train.num_steps=1000")
+    parser.add_argument("--data", action="append", help="train on HQ images in this folder/glob (synthetic LQ)")
+    parser.add_argument("--name", help="run name (default: <recipe>-<UTC timestamp>)")
+    parser.add_argument("--resume", metavar="NAME", help="continue run NAME from its latest checkpoint")
+    parser.add_argument("--storage-path", help="where runs live (local dir or s3://...); default runs/")
+    parser.add_argument("--num-workers", type=int, help="Ray Train workers; 0 = local mode (one process)")
+    parser.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per worker, NCCL, bf16 AMP")
+    parser.add_argument("--mlflow-uri", help="tracking server, e.g. http://head:5000 (default: embedded SQLite)")
+    parser.add_argument("--experiment", default="restoration", help="MLflow experiment name")
+    parser.add_argument("--smoke-test", action="store_true", help="a short run through every stage (about a minute)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    return parser.parse_args(argv)
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, tuple[str, int] | None]:
+    """The run's config and, for --resume, (checkpoint uri, step) of the checkpoint it continues from."""
+    sets = list(args.set)
+    for flag, key in ((args.num_workers, "scaling.num_workers"), (args.use_gpu, "scaling.use_gpu"),
+                      (args.storage_path, "storage_path")):
+        if flag is not None:
+            sets.append(f"{key}={json.dumps(flag)}")
+    if args.resume:
+        storage_path = args.storage_path or "runs"
+        latest = find_latest_checkpoint(_absolute(storage_path), args.resume)
+        if latest is None:
+            raise SystemExit(f"--resume: no checkpoint under {run_uri(storage_path, args.resume)}")
+        base = RunConfig.from_dict(read_config_uri(latest[0]))
+        return apply_overrides(base, files=args.config, sets=sets), latest
+    recipe = args.recipe if args.method is None or args.recipe.startswith(args.method) else f"{args.method}_{args.recipe}"
+    if recipe not in RECIPES and args.method is not None and args.recipe in RECIPES:
+        recipe = args.recipe
+    if recipe not in RECIPES:
+        raise SystemExit(f"unknown recipe {recipe!r}; choose from {sorted(RECIPES)}")
+    config = RECIPES[recipe]()
+    if args.method is not None and config.method.kind != args.method:
+        raise SystemExit(f"recipe {recipe!r} trains {config.method.kind!r}, not {args.method!r}")
+    if args.smoke_test:
+        config = smoke(config)
+    if args.data:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, source=FolderSource(paths=tuple(args.data))))
+    config = apply_overrides(config, files=args.config, sets=sets)
+    name = args.name or f"{config.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    return dataclasses.replace(config, name=name), None
+
+
+def smoke(config: RunConfig) -> RunConfig:
+    """The same recipe, shortened: a few steps, one validation image, two checkpoints, CPU unless a GPU exists."""
+    train = dataclasses.replace(config.train, num_steps=8, batch_size=2, val_every=4, ckpt_every=4, log_every=2,
+                                num_val_images=1)
+    use_gpu = config.scaling.use_gpu and torch.cuda.is_available()
+    scaling = dataclasses.replace(config.scaling, use_gpu=use_gpu, num_workers=min(config.scaling.num_workers, 1))
+    return dataclasses.replace(config, train=train, scaling=scaling, name=f"{config.name}_smoke")
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    config, resume = resolve_config(args)
+    if args.print_config:
+        print(config.to_json())
+        return
+    storage_path = _absolute(config.storage_path)
+    run = run_uri(storage_path, config.name)
+    if resume is None and find_latest_checkpoint(storage_path, config.name) is not None:
+        raise SystemExit(f"{run} already has checkpoints: use --resume {config.name} or another --name")
+    start_step = 0 if resume is None else resume[1]
+    if start_step >= config.train.num_steps:
+        raise SystemExit(f"checkpoint is at step {start_step} >= train.num_steps {config.train.num_steps}; "
+                         f"raise it with --set train.num_steps=N")
+
+    target = start_tracking(config, args, storage_path=storage_path, run=run)
+    started = time.perf_counter()
+    try:
+        with tracking.run_status(target):  # FINISHED, FAILED, or KILLED on Ctrl-C / SIGTERM (ray job stop)
+            ray.init(ignore_reinit_error=True)
+            build_trainer(config, target=target, resume=resume, storage_path=storage_path, run=run).fit()
+            final = find_latest_checkpoint(storage_path, config.name)
+            if final is not None and "://" not in final[0]:
+                tracking.log_artifacts(target, final[0], "checkpoint")
+    finally:
+        ray.shutdown()
+    summary(config, run=run, final=final, target=target, seconds=time.perf_counter() - started)
+
+
+def build_trainer(config: RunConfig, *, target: tracking.TrackingTarget, resume: tuple[str, int] | None,
+                  storage_path: str, run: str) -> TorchTrainer:
+    """TorchTrainer over the Ray Data stream; the stream covers exactly the steps still to run."""
+    start_step = 0 if resume is None else resume[1]
+    dataset = build_train_dataset(
+        config.data,
+        num_samples=(config.train.num_steps - start_step) * config.global_batch_size,
+        start_index=start_step * config.global_batch_size,
+    )
+    resources = {"CPU": config.scaling.cpus_per_worker} | ({"GPU": 1} if config.scaling.use_gpu else {})
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "run": config.to_dict(),
+            "tracking": {"uri": target.uri, "run_id": target.run_id},
+            "resume_from": None if resume is None else resume[0],
+            "data_start_step": start_step,
+            "local_mode": config.scaling.num_workers == 0,
+            "run_uri": run,
+        },
+        scaling_config=ray.train.ScalingConfig(num_workers=config.scaling.num_workers,
+                                               use_gpu=config.scaling.use_gpu, resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=config.name,
+            storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=config.train.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.train.keep_last),
+        ),
+        datasets={"train": dataset},
+    )
+
+
+def start_tracking(config: RunConfig, args: argparse.Namespace, *, storage_path: str, run: str) -> tracking.TrackingTarget:
+    """Create (or, for --resume, reopen) the MLflow run; its id is stored in the run dir."""
+    if args.mlflow_uri:
+        uri, artifact_root = args.mlflow_uri, None
+    else:
+        local_root = storage_path if "://" not in storage_path else str(Path("runs").resolve())
+        uri, artifact_root = tracking.embedded_store(local_root)
+    fs, run_path = pyarrow.fs.FileSystem.from_uri(run)
+    saved = fs.get_file_info(f"{run_path}/{TRACKING_FILE}")
+    resume_run_id = None
+    if args.resume and saved.type == pyarrow.fs.FileType.File:
+        with fs.open_input_stream(saved.path) as f:
+            stored = json.loads(f.read().decode())
+        resume_run_id = stored["run_id"] if stored["uri"] == uri else None
+    tags = {"ray.run": run, "method": config.method.kind, "ray.version": ray.__version__}
+    target = tracking.start_run(uri=uri, experiment=args.experiment, artifact_root=artifact_root,
+                                run_name=config.name, config=config.to_dict(), tags=tags,
+                                resume_run_id=resume_run_id)
+    if target.run_id is not None:
+        fs.create_dir(run_path, recursive=True)
+        with fs.open_output_stream(f"{run_path}/{TRACKING_FILE}") as f:
+            f.write(json.dumps({"uri": target.uri, "run_id": target.run_id}).encode())
+    return target
+
+
+def summary(config: RunConfig, *, run: str, final: tuple[str, int] | None, target: tracking.TrackingTarget,
+            seconds: float) -> None:
+    lines = [
+        f"run {config.name} finished in {seconds:.0f} s",
+        f"  checkpoint: {final[0] if final else 'none'}" + (f" (step {final[1]})" if final else ""),
+        f"  mlflow:     {tracking.run_url(target) or 'tracking was off'}",
+        f"  resume:     python pipelines/train.py --resume {config.name} --storage-path {_absolute(config.storage_path)} "
+        f"--set train.num_steps=N",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else str(Path(path).expanduser().resolve())

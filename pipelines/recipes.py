@@ -1,0 +1,228 @@
+"""Run configs: `RunConfig` and one function per recipe (`debug`, and the Refusion paper settings).
+
+Hyperparameters of the paper recipes are the official `codes/config/*/options/train/*.yml` values
+(Refusion, arXiv 2304.08291; IR-SDE, arXiv 2301.11699); see shared/reference/refusion.md section 5a.
+Batch sizes are per worker: the global batch is `train.batch_size * scaling.num_workers` (1 in local mode).
+"""
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from degradations import BicubicConfig, GaussianNoiseConfig
+from models.nets.latent_unet import DEHAZE_UNET
+from models.nets.nafnet import REFUSION_NAFNET
+from models.refusion import LatentAutoencoder, LatentAutoencoderConfig, Refusion, RefusionConfig, refusion_tiny
+from pipelines.config_dict import deep_merge, from_dict, parse_scalar, set_dotted, to_dict
+from pipelines.data import DataConfig
+from pipelines.sources import FolderSource, PairedFolderSource
+from pipelines.optim import OptimConfig
+
+# kind -> (config class, method class). A new method is one line here.
+METHODS: dict[str, tuple[type, type]] = {
+    "refusion": (RefusionConfig, Refusion),
+    "latent_autoencoder": (LatentAutoencoderConfig, LatentAutoencoder),
+}
+MethodConfig = Union[tuple(config_cls for config_cls, _ in METHODS.values())]  # noqa: UP007
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrainConfig:
+    """What the loop does: steps, batches, validation, checkpoints, EMA, clipping, AMP, logging."""
+
+    num_steps: int = 40
+    batch_size: int = 4  # per worker
+    val_every: int = 20  # steps; validation runs on rank 0 with the EMA net when there is one
+    num_val_images: int = 2
+    ckpt_every: int = 20
+    keep_last: int = 2
+    ema: bool = True
+    ema_beta: float = 0.995
+    ema_every: int = 10
+    grad_clip: float | None = None  # max global grad norm; None = no clipping
+    amp: bool = True  # bf16 autocast, on CUDA only
+    log_every: int = 5
+    prefetch_batches: int = 2
+    max_failures: int = 0  # worker-group restarts from the last checkpoint (FailureConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("num_steps", "batch_size", "val_every", "ckpt_every", "keep_last", "ema_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_val_images < 0 or self.prefetch_batches < 0 or self.max_failures < -1:
+            raise ValueError("train.num_val_images and train.prefetch_batches must be >= 0, max_failures >= -1")
+        if not 0.0 < self.ema_beta < 1.0:
+            raise ValueError(f"train.ema_beta must be in (0, 1), got {self.ema_beta}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"train.grad_clip must be > 0 or null, got {self.grad_clip}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ScalingSettings:
+    """Ray Train workers. num_workers 0 = Train local mode (the loop runs in the driver process)."""
+
+    num_workers: int = 0
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 0 or self.cpus_per_worker <= 0:
+            raise ValueError(f"scaling.num_workers must be >= 0 and cpus_per_worker > 0, got {self}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunConfig:
+    """Everything a training run depends on; saved as config.json with every checkpoint."""
+
+    name: str
+    method: MethodConfig
+    data: DataConfig
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+    seed: int = 0
+    storage_path: str = "runs"  # local folder or pyarrow URI (s3://...); must be shared on multi-node clusters
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError(f"name must be non-empty without '/', got {self.name!r}")
+        if self.data.scale != self.method.scale:
+            raise ValueError(f"data.scale ({self.data.scale}) must equal method.scale ({self.method.scale})")
+        if self.data.seed != self.seed:  # one seed per run; `--set seed=N` sets both
+            raise ValueError(f"data.seed ({self.data.seed}) must equal seed ({self.seed})")
+
+    @staticmethod
+    def from_dict(d: dict) -> "RunConfig":
+        """Strict inverse of `to_dict`: unknown keys raise ValueError naming the dotted key."""
+        return from_dict(RunConfig, d)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.train.batch_size * max(1, self.scaling.num_workers)
+
+
+def build_method(config: MethodConfig) -> Any:
+    """The RestorationMethod object for a method config."""
+    return METHODS[config.kind][1](config)
+
+
+def apply_overrides(config: RunConfig, *, files: list[str] = (), sets: list[str] = ()) -> RunConfig:
+    """Merge YAML/JSON files, then `dotted.key=value` overrides, into `config`; the result is validated."""
+    tree = config.to_dict()
+    for path in files:
+        text = Path(path).read_text()
+        overlay = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+        if not isinstance(overlay, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level")
+        tree = deep_merge(tree, overlay)
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        set_dotted(tree, key.strip(), parse_scalar(value))
+        if key.strip() == "seed":  # the run has one seed: degradations draw from it too
+            tree["data"]["seed"] = tree["seed"]
+    return RunConfig.from_dict(tree)
+
+
+
+
+
+def debug() -> RunConfig:
+    """Tiny Refusion denoising the embedded sample photos, P=64, x1 Gaussian noise, CPU; well under a minute."""
+    return RunConfig(
+        name="debug",
+        method=dataclasses.replace(refusion_tiny(), T=20),
+        data=DataConfig(degradation=GaussianNoiseConfig(sigma_range=(10.0, 30.0)), patch_size=64, crop_margin=0,
+                        num_cpu_workers=1, batch_size=8),
+        optim=OptimConfig(name="adam", lr=1e-3, scheduler="cosine", eta_min=1e-5),
+        train=TrainConfig(num_steps=30, batch_size=4, val_every=15, ckpt_every=15, log_every=5, num_val_images=2),
+    )
+
+
+def _paper(name: str, method: MethodConfig, data: DataConfig, optim: OptimConfig, *, num_steps: int,
+           batch_size: int) -> RunConfig:
+    return RunConfig(
+        name=name,
+        method=method,
+        data=data,
+        optim=optim,
+        train=TrainConfig(num_steps=num_steps, batch_size=batch_size, val_every=5000, ckpt_every=5000,
+                          keep_last=3, log_every=100, num_val_images=8, grad_clip=None),
+        scaling=ScalingSettings(num_workers=1, use_gpu=True, cpus_per_worker=2),
+    )
+
+
+def _paired(folder: str, *, patch_size: int, scale: int = 1) -> DataConfig:
+    """Paired LQ/GT folders `data/<task>/train/{LQ,GT}` (replace with --config or --set), flips + rot90."""
+    source = PairedFolderSource(lq_dir=f"data/{folder}/train/LQ", gt_dir=f"data/{folder}/train/GT", scale=scale)
+    return DataConfig(source=source, degradation=None, patch_size=patch_size, hflip=True, rot=True,
+                      num_cpu_workers=6)
+
+
+LION = OptimConfig(name="lion", lr=4e-5, betas=(0.9, 0.99), scheduler="cosine", eta_min=1e-7)
+
+
+def refusion_deblurring() -> RunConfig:
+    """refusion.yml (deblurring): NAFNet w64 [1,1,1,28], sigma 50, T 100, Lion 4e-5 cosine, 700k x 4, 128^2."""
+    return _paper("refusion_deblurring", RefusionConfig(net=REFUSION_NAFNET), _paired("gopro", patch_size=128),
+                  LION, num_steps=700_000, batch_size=4)
+
+
+def refusion_deshadow() -> RunConfig:
+    """refusion.yml (deshadow): as deblurring, on shadow / shadow-free pairs."""
+    return dataclasses.replace(refusion_deblurring(), name="refusion_deshadow", data=_paired("shadow", patch_size=128))
+
+
+def refusion_sisr() -> RunConfig:
+    """refusion.yml (sisr): x4 bicubic, GT 128 / LR 32, nearest upsampling of lq as in the released weights."""
+    method = RefusionConfig(net=REFUSION_NAFNET, scale=4, upsample="nearest")
+    data = DataConfig(source=FolderSource(paths=("data/DIV2K/train_HR",)), degradation=BicubicConfig(scale=4),
+                      patch_size=128, crop_margin=0, hflip=True, rot=True, num_cpu_workers=6)
+    return _paper("refusion_sisr", method, data, LION, num_steps=700_000, batch_size=4)
+
+
+def latent_refusion_dehazing(autoencoder_path: str | None = None) -> RunConfig:
+    """nasde.yml: NAFNet img_ch 8 on the 8x dehazing AE, Lion 3e-5 cosine, 400k x 8, 1024^2 patches."""
+    net = dataclasses.replace(REFUSION_NAFNET, img_channels=DEHAZE_UNET.embed_dim, global_skip=True)
+    method = RefusionConfig(net=net, latent=DEHAZE_UNET, autoencoder_path=autoencoder_path)
+    optim = dataclasses.replace(LION, lr=3e-5)
+    return _paper("latent_refusion_dehazing", method, _paired("hazy", patch_size=1024), optim,
+                  num_steps=400_000, batch_size=8)
+
+
+def latent_autoencoder_dehazing() -> RunConfig:
+    """unet-latent train_haze.yml: the 8x/8-channel AE, Lion 3e-5 cosine, 300k x 16, 256^2, lq/hq swap."""
+    method = LatentAutoencoderConfig(net=DEHAZE_UNET)
+    optim = dataclasses.replace(LION, lr=3e-5)
+    return _paper("latent_autoencoder_dehazing", method, _paired("hazy", patch_size=256), optim,
+                  num_steps=300_000, batch_size=16)
+
+
+def irsde_deblurring() -> RunConfig:
+    """ir-sde.yml (deblurring): sigma 10, Adam 1e-4, MultiStep [200k,400k,600k] x0.5, 700k x 4.
+
+    TODO: the official IR-SDE net is a ConditionalUNet (137 M); we have only the NAFNet denoiser.
+    """
+    optim = OptimConfig(name="adam", lr=1e-4, betas=(0.9, 0.99), scheduler="multistep",
+                        milestones=(200_000, 400_000, 600_000), gamma=0.5)
+    method = RefusionConfig(net=REFUSION_NAFNET, max_sigma=10.0)
+    return _paper("irsde_deblurring", method, _paired("gopro", patch_size=128), optim,
+                  num_steps=700_000, batch_size=4)
+
+
+RECIPES = {
+    f.__name__: f
+    for f in (debug, refusion_deblurring, refusion_deshadow, refusion_sisr, latent_refusion_dehazing,
+              latent_autoencoder_dehazing, irsde_deblurring)
+}

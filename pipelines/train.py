@@ -1,0 +1,219 @@
+"""Method-agnostic training on Ray Train: `train_loop_per_worker` and the CLI entry point.
+
+    python pipelines/train.py                       # debug recipe, local Ray, local MLflow store
+    python pipelines/train.py --recipe refusion_deblurring --set data.root=/data/gopro --num-workers 4 --use-gpu
+    ray job submit --working-dir . -- python pipelines/train.py --smoke-test
+
+The method supplies its networks, loss and sampler (models/method.py); this loop owns optimisation,
+AMP, EMA, validation, checkpoints and logging. The CLI and TorchTrainer set-up are in pipelines/launch.py.
+"""
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file (also under `ray job submit`): make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+from torch import nn
+
+from models.metrics import ImageMetrics
+from pipelines.batching import to_model
+from pipelines.checkpoints import checkpoint_name, load_state, persist_checkpoint, write_checkpoint
+from pipelines.data import build_val_set
+from pipelines.evaluate import evaluate
+from pipelines.optim import build_ema, build_optimizer, build_scheduler, update_ema
+from pipelines.recipes import RunConfig, build_method
+from pipelines.tracking import Tracker, TrackingTarget
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class TrainState:
+    """Everything a checkpoint restores. `net` is DDP-wrapped when the world size is > 1."""
+
+    step: int
+    net: nn.Module
+    ema: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Runs on every Ray Train worker (or in the driver in local mode); `loop_config` is built by launch.py."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = RunConfig.from_dict(loop_config["run"])
+    rank, world_size = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(config.seed)  # the only global seeding: identical initial weights on every rank
+
+    method = build_method(config.method)
+    state = build_state(config, method, device=device, world_size=world_size)
+    checkpoint = ray.train.get_checkpoint()  # set after a worker failure, or when Ray resumes its run
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            restore_state(state, load_state(directory, map_location=device))
+    elif loop_config["resume_from"] is not None:
+        restore_state(state, load_state(loop_config["resume_from"], map_location=device))
+    # The driver built the dataset to start at `data_start_step`; after an in-run restart, skip what was consumed.
+    num_skip = state.step - loop_config["data_start_step"]
+    if num_skip < 0:
+        raise RuntimeError(f"checkpoint at step {state.step} is older than the data start {loop_config['data_start_step']}")
+    if state.step > 0 and rank == 0:
+        logger.info("resumed at step %d (skipping %d consumed batches)", state.step, num_skip)
+
+    tracker = Tracker(TrackingTarget(**loop_config["tracking"])) if rank == 0 else None
+    if rank == 0 and config.train.num_val_images > 0:
+        metrics = ImageMetrics(device=device)  # built once per worker: LPIPS loads weights
+        val_set = build_val_set(config.data, num_images=config.train.num_val_images)
+    generator = torch.Generator(device=device)
+    use_amp = config.train.amp and device.type == "cuda"
+    global_batch = config.train.batch_size * world_size
+
+    batches = ray.train.get_dataset_shard("train").iter_torch_batches(
+        batch_size=config.train.batch_size, drop_last=True, prefetch_batches=config.train.prefetch_batches
+    )
+    batch_iter = iter(batches)
+    for _ in range(num_skip):
+        next(batch_iter)
+    window = {"loss": 0.0, "data_s": 0.0, "step_s": 0.0, "n": 0}
+    run_start, start_step = time.perf_counter(), state.step
+    while state.step < config.train.num_steps:
+        t0 = time.perf_counter()
+        batch = next(batch_iter)  # StopIteration here means the dataset is shorter than num_steps
+        t_data = time.perf_counter() - t0
+        hq, lq = to_model(batch["hq"].to(device)), to_model(batch["lq"].to(device))
+        # Training noise depends on (seed, rank, step) only, so a resumed run draws what the original would have.
+        generator.manual_seed(noise_seed(config.seed, rank, state.step))
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss, logs = method.loss(state.net, hq, lq, step=state.step, generator=generator)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.train.grad_clip is not None:
+            logs["grad_norm"] = nn.utils.clip_grad_norm_(state.net.parameters(), config.train.grad_clip).item()
+        state.optimizer.step()
+        state.scheduler.step()
+        state.step += 1
+        if state.ema is not None:
+            update_ema(state.ema, unwrap(state.net), step=state.step, beta=config.train.ema_beta,
+                       every=config.train.ema_every)
+        _test_only_crash(state.step, rank)
+        window["loss"] += logs["loss"]
+        window["data_s"] += t_data
+        window["step_s"] += time.perf_counter() - t0
+        window["n"] += 1
+
+        if rank == 0 and (state.step % config.train.log_every == 0 or state.step == config.train.num_steps):
+            step_metrics = {
+                "train/loss": window["loss"] / window["n"],
+                "train/lr": state.scheduler.get_last_lr()[0],
+                "train/samples_per_s": global_batch * window["n"] / window["step_s"],
+                "train/data_wait_frac": window["data_s"] / window["step_s"],
+            } | {f"train/{k}": v for k, v in logs.items() if k != "loss"}
+            tracker.log_metrics(step_metrics, step=state.step)
+            elapsed = time.perf_counter() - run_start
+            eta_s = elapsed / (state.step - start_step) * (config.train.num_steps - state.step)
+            logger.info(
+                "step %d/%d | loss %.4f | lr %.2e | %.1f samples/s | data wait %.0f%% | ETA %s",
+                state.step, config.train.num_steps, step_metrics["train/loss"], step_metrics["train/lr"],
+                step_metrics["train/samples_per_s"], 100 * step_metrics["train/data_wait_frac"], format_eta(eta_s),
+            )
+            window = {"loss": 0.0, "data_s": 0.0, "step_s": 0.0, "n": 0}
+
+        last = state.step == config.train.num_steps
+        if rank == 0 and config.train.num_val_images > 0 and (state.step % config.train.val_every == 0 or last):
+            eval_net = state.ema if state.ema is not None else unwrap(state.net)
+            scores, grid = evaluate(method, eval_net, val_set, metrics, device=device, seed=config.seed)
+            tracker.log_metrics({f"val/{k}": v for k, v in scores.items()}, step=state.step)
+            tracker.log_image(grid, key="val/lq_output_gt", step=state.step)
+            logger.info("validation at step %d: %s", state.step,
+                        ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        if state.step % config.train.ckpt_every == 0 or last:
+            save_and_report(state, config, rank=rank, loop_config=loop_config,
+                            metrics={"step": state.step, "loss": logs["loss"]})
+
+
+def build_state(config: RunConfig, method, *, device: torch.device, world_size: int) -> TrainState:
+    """Net (DDP over gloo/NCCL when world_size > 1), EMA copy, optimiser and per-step schedule."""
+    net = method.build().to(device)
+    ema = build_ema(net) if config.train.ema else None
+    if world_size > 1:
+        net = ray.train.torch.prepare_model(net)
+    optimizer = build_optimizer(config.optim, method.param_groups(net))
+    scheduler = build_scheduler(config.optim, optimizer, num_steps=config.train.num_steps)
+    return TrainState(step=0, net=net, ema=ema, optimizer=optimizer, scheduler=scheduler)
+
+
+def restore_state(state: TrainState, saved: dict) -> None:
+    unwrap(state.net).load_state_dict(saved["net"])
+    if state.ema is not None:
+        state.ema.load_state_dict(saved["ema"] if saved["ema"] is not None else saved["net"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    state.step = saved["step"]
+
+
+def save_and_report(state: TrainState, config: RunConfig, *, rank: int, loop_config: dict, metrics: dict) -> None:
+    """Every rank reports (a barrier); rank 0 attaches the checkpoint, written atomically to a temp dir."""
+    name = checkpoint_name(state.step)
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
+        return
+    tmp = tempfile.mkdtemp(prefix="ckpt-")
+    try:
+        saved = {
+            "net": unwrap(state.net).state_dict(),
+            "ema": None if state.ema is None else state.ema.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict(),
+            "step": state.step,
+        }
+        directory = write_checkpoint(Path(tmp) / name, state=saved, config=config.to_dict())
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)),
+                         checkpoint_dir_name=name)
+        if loop_config["local_mode"]:  # Train local mode keeps checkpoints in memory only
+            persist_checkpoint(directory, loop_config["run_uri"], keep_last=config.train.keep_last)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
+
+
+def noise_seed(seed: int, rank: int, step: int) -> int:
+    """63-bit seed of the training-noise generator for one (seed, rank, step)."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def format_eta(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _test_only_crash(step: int, rank: int) -> None:
+    """TEST ONLY: RESTORATION_TEST_CRASH="<rank>:<step>:<marker file>" kills that rank once, to test FailureConfig."""
+    spec = os.environ.get("RESTORATION_TEST_CRASH")
+    if spec is None:
+        return
+    crash_rank, crash_step, marker = spec.split(":", 2)
+    if rank == int(crash_rank) and step == int(crash_step) and not os.path.exists(marker):
+        Path(marker).touch()
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    from pipelines.launch import main
+
+    main()

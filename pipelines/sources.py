@@ -63,10 +63,18 @@ class FolderSource:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PairedFolderSource:
-    """LQ and GT folders whose images are matched by file stem (`0001.png` <-> `0001.jpg`)."""
+    """LQ and GT folders whose images are matched by file stem (`0001.png` <-> `0001.jpg`).
+
+    scale: GT size // LQ size (1 for same-size tasks such as shadow removal or dehazing).
+    """
 
     lq_dir: str
     gt_dir: str
+    scale: int = 1
+
+    def __post_init__(self) -> None:
+        if self.scale not in (1, 2, 4):
+            raise ValueError(f"scale={self.scale}: must be one of (1, 2, 4)")
 
     def manifest(self) -> Manifest:
         lq_by_stem = _by_stem(self.lq_dir)

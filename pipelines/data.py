@@ -1,0 +1,292 @@
+"""The Ray Data graph for training pairs: index stream -> (epoch, sample_id) -> read + decode -> crop ->
+degrade (Real-ESRGAN, arXiv 2107.10833, or a simpler task degradation) -> aligned crop + flips -> uint8 rows.
+
+Every random choice of a pair comes from np.random.default_rng([seed, epoch, sample_id]), so the stream
+is the same whatever the number of CPU workers, and `start_index` resumes it exactly.
+"""
+
+import collections
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import cv2
+import numpy as np
+import ray
+import ray.data
+
+from degradations import BicubicConfig, GaussianNoiseConfig, MotionBlurConfig, RealESRGANConfig, degrade
+from degradations.crop import ImageTooSmall, augment_pair, paired_crop, random_crop
+from degradations.sharpen import usm_sharpen
+from pipelines.decode import DecodeError, decode_image
+from pipelines.samples import SampleImages
+from pipelines.sources import FolderSource, Manifest, PairedFolderSource, ParquetSource, Sample
+
+logger = logging.getLogger(__name__)
+
+Source = FolderSource | PairedFolderSource | ParquetSource | SampleImages
+Degradation = RealESRGANConfig | MotionBlurConfig | GaussianNoiseConfig | BicubicConfig
+
+VAL_SEED = 0  # validation pairs do not depend on the run's seed, so runs with different seeds compare
+
+
+class PairSizeMismatch(Exception):
+    """A paired LQ image whose size is not the GT size // scale."""
+
+
+# Why a sample is skipped; each is counted under its class name (ImageTooLarge is a DecodeError).
+SKIPPED = (DecodeError, ImageTooSmall, PairSizeMismatch)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DataConfig:
+    """Where the images come from, how pairs are made and how many CPU workers make them.
+
+    degradation: the synthetic degradation (its .scale is the SR factor); must be None for a
+        PairedFolderSource, whose LQ images are used as they are (the scale is the source's).
+    crop_margin: extra HQ pixels around the patch that are degraded too, so blur kernels, resizes
+        and JPEG blocks do not see the patch border (traiNNer-redux uses gt_size + 32).
+    small: images smaller than the crop are reflect-padded ("pad") or skipped and counted ("skip").
+    """
+
+    source: Source = field(default_factory=SampleImages)
+    degradation: Degradation | None = field(default_factory=RealESRGANConfig)
+    patch_size: int = 256
+    crop_margin: int = 32
+    small: Literal["pad", "skip"] = "pad"
+    hflip: bool = True
+    rot: bool = False  # Real-ESRGAN trains with hflip only
+    seed: int = 0
+    num_cpu_workers: int = 2
+    cpus_per_worker: float = 1.0
+    batch_size: int = 16
+    max_image_pixels: int = 100_000_000
+
+    def __post_init__(self) -> None:
+        paired = isinstance(self.source, PairedFolderSource)
+        if paired != (self.degradation is None):
+            raise ValueError(
+                f"degradation={type(self.degradation).__name__}: must be None for a PairedFolderSource "
+                "and a degradation config (RealESRGANConfig, MotionBlurConfig, ...) for any other source"
+            )
+        if self.small not in ("pad", "skip"):
+            raise ValueError(f"small={self.small!r}: must be one of ('pad', 'skip')")
+        if self.patch_size <= 0 or self.patch_size % self.scale:
+            raise ValueError(f"patch_size={self.patch_size}: must be a positive multiple of scale={self.scale}")
+        if self.crop_margin < 0 or self.crop_margin % self.scale:
+            raise ValueError(f"crop_margin={self.crop_margin}: must be a non-negative multiple of scale={self.scale}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed={self.seed}: must be in [0, 2**32)")
+        for name in ("num_cpu_workers", "batch_size", "max_image_pixels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.cpus_per_worker <= 0:
+            raise ValueError(f"cpus_per_worker={self.cpus_per_worker}: must be > 0")
+
+    @property
+    def scale(self) -> int:
+        return self.source.scale if self.degradation is None else self.degradation.scale
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_order(seed: int, epoch: int, num_images: int) -> np.ndarray:
+    """The seeded order in which one epoch visits the sample ids 0..num_images-1."""
+    # Four words, so the key never equals a per-sample key [seed, epoch, sample_id] (SeedSequence
+    # zero-pads keys to four words; [s, e, i] is [s, e, i, 0]).
+    order = np.random.default_rng([seed, epoch, 0, 1]).permutation(num_images)
+    order.flags.writeable = False
+    return order
+
+
+def locate(index: np.ndarray, *, num_images: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stream positions -> (epoch, sample_id), both int64: epoch i // N visits every image once."""
+    index = np.asarray(index, dtype=np.int64)
+    epoch = index // num_images
+    sample_id = np.empty_like(index)
+    for e in np.unique(epoch):
+        rows = epoch == e
+        sample_id[rows] = epoch_order(seed, int(e), num_images)[index[rows] % num_images]
+    return epoch, sample_id
+
+
+def make_pair(sample: Sample, *, epoch: int, config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """One training pair from (seed, epoch, sample_id) alone: hq PxPx3 and lq (P/s)x(P/s)x3, uint8.
+
+    Raises DecodeError (ImageTooLarge included), ImageTooSmall (small="skip") or PairSizeMismatch for
+    a sample that must be skipped.
+    """
+    rng = np.random.default_rng([config.seed, epoch, sample.sample_id])
+    hq = decode_image(sample.hq, max_pixels=config.max_image_pixels)
+    if sample.lq is None:
+        hq, lq = _synthesise(hq, config, rng, crop=random_crop)
+    else:
+        lq = decode_image(sample.lq, max_pixels=config.max_image_pixels)
+        hq, lq = _fit_pair(hq, lq, config)
+    hq, lq = paired_crop(hq, lq, config.patch_size, config.scale, rng)
+    hq, lq = augment_pair(hq, lq, rng, hflip=config.hflip, rot=config.rot)
+    return _to_uint8(hq), _to_uint8(lq)
+
+
+def _synthesise(
+    hq: np.ndarray, config: DataConfig, rng: np.random.Generator, *, crop: Callable[..., np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crop P + margin (on the LQ grid), then degrade only that crop."""
+    hq = crop(hq, config.patch_size + config.crop_margin, rng, multiple_of=config.scale, small=config.small)
+    lq, _ = degrade(hq, config.degradation, rng)
+    if isinstance(config.degradation, RealESRGANConfig) and config.degradation.usm_gt:
+        hq = usm_sharpen(hq)  # the LQ came from the sharpened HQ; it is also the target (Real-ESRNet gt_usm)
+    return hq, lq
+
+
+def _fit_pair(hq: np.ndarray, lq: np.ndarray, config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Check a decoded LQ/GT pair's sizes and pad both when the GT is smaller than the patch."""
+    s, p = config.scale, config.patch_size
+    (lh, lw) = lq.shape[:2]
+    if (hq.shape[0] // s, hq.shape[1] // s) != (lh, lw):
+        raise PairSizeMismatch(f"lq {lh}x{lw} is not gt {hq.shape[0]}x{hq.shape[1]} // {s}")
+    if config.small == "skip" or min(lh, lw) * s >= p:
+        return hq, lq  # paired_crop raises ImageTooSmall for small pairs
+    pad_h, pad_w = max(0, p - lh * s), max(0, p - lw * s)  # multiples of s, as p is
+    hq = cv2.copyMakeBorder(hq[: lh * s, : lw * s], 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
+    lq = cv2.copyMakeBorder(lq, 0, pad_h // s, 0, pad_w // s, cv2.BORDER_REFLECT_101)
+    return hq, lq
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+
+
+class PairMaker:
+    """Ray Data class UDF: a batch of stream positions {"id"} -> a batch of training pairs."""
+
+    def __init__(self, *, config: DataConfig, manifest: Manifest, start_index: int) -> None:
+        # One OpenCV thread per logical CPU the actor books; more would oversubscribe the node.
+        cv2.setNumThreads(max(1, int(config.cpus_per_worker)))
+        self.config, self.samples, self.start_index = config, manifest.samples, start_index
+        self.num_skipped: collections.Counter[str] = collections.Counter()
+        self.warned: set[int] = set()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        index = batch["id"].astype(np.int64) + self.start_index
+        epoch, sample_id = locate(index, num_images=len(self.samples), seed=self.config.seed)
+        rows = collections.defaultdict(list)
+        for i, e, s in zip(index, epoch, sample_id):
+            pair = make_pair_or_skip(self.samples[s], epoch=int(e), config=self.config, counter=self.num_skipped,
+                                     warned=self.warned)
+            if pair is not None:
+                for key, value in zip(("hq", "lq", "sample_id", "epoch", "index"), (*pair, s, e, i)):
+                    rows[key].append(value)
+        p, q = self.config.patch_size, self.config.patch_size // self.config.scale
+        empty = {"hq": np.zeros((0, p, p, 3), np.uint8), "lq": np.zeros((0, q, q, 3), np.uint8)}
+        return {
+            key: np.stack(rows[key]) if rows[key] else empty.get(key, np.zeros(0, np.int64))
+            for key in ("hq", "lq", "sample_id", "epoch", "index")
+        }
+
+
+def make_pair_or_skip(
+    sample: Sample, *, epoch: int, config: DataConfig, counter: collections.Counter, warned: set[int]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """make_pair, or None for a bad sample: counted in `counter` by reason, warned about once per sample."""
+    try:
+        return make_pair(sample, epoch=epoch, config=config)
+    except SKIPPED as e:
+        counter[type(e).__name__] += 1
+        if sample.sample_id not in warned:
+            warned.add(sample.sample_id)
+            logger.warning(
+                "skipping sample %d (%s): %s: %s [skipped so far here: %s]",
+                sample.sample_id, sample.name, type(e).__name__, e, dict(counter),
+            )
+        return None
+
+
+def build_train_dataset(config: DataConfig, *, num_samples: int, start_index: int = 0) -> ray.data.Dataset:
+    """Rows {"hq": uint8 PxPx3, "lq": uint8 (P/s)x(P/s)x3, "sample_id", "epoch", "index": int64}.
+
+    Stream positions start_index .. start_index + num_samples - 1; bad samples leave gaps (no row).
+    Order is preserved, so consumers see the same rows in the same order with any worker count.
+    """
+    manifest = config.source.manifest()
+    ds = ray.data.range(num_samples).map_batches(
+        PairMaker,
+        fn_constructor_kwargs={"config": config, "manifest": manifest, "start_index": start_index},
+        compute=ray.data.ActorPoolStrategy(size=config.num_cpu_workers),
+        num_cpus=config.cpus_per_worker,
+        batch_size=config.batch_size,
+        batch_format="numpy",
+    )
+    ds.context.execution_options.preserve_order = True
+    return ds
+
+
+def execution_options() -> ray.data.ExecutionOptions:
+    """Options for ray.train.DataConfig(execution_options=...): Train replaces the dataset's own."""
+    options = ray.data.ExecutionOptions()
+    options.preserve_order = True
+    return options
+
+
+def build_val_set(config: DataConfig, num_images: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Deterministic validation pairs (uint8 hq PxPx3, lq (P/s)x(P/s)x3) from centre crops of the first images.
+
+    Plain function, no Ray. Degradations use a fixed seed (VAL_SEED), not config.seed. Bad images are
+    skipped (and counted in the log); fewer than num_images pairs come back if the source runs out.
+    """
+    samples = config.source.manifest().samples
+    counter, warned = collections.Counter(), set()
+    hqs, lqs = [], []
+    for sample in samples:
+        if len(hqs) == num_images:
+            break
+        pair = _val_pair_or_skip(sample, config, counter, warned)
+        if pair is not None:
+            hqs.append(pair[0])
+            lqs.append(pair[1])
+    logger.info("validation set: %d pairs from %d images, skipped %s", len(hqs), len(samples), dict(counter))
+    return hqs, lqs
+
+
+def _val_pair_or_skip(sample: Sample, config: DataConfig, counter: collections.Counter, warned: set[int]):
+    try:
+        return _val_pair(sample, config)
+    except SKIPPED as e:
+        counter[type(e).__name__] += 1
+        warned.add(sample.sample_id)
+        logger.warning("validation: skipping sample %d (%s): %s: %s", sample.sample_id, sample.name, type(e).__name__, e)
+        return None
+
+
+def _val_pair(sample: Sample, config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    # Ends in 2: never equal to a training key ([seed, epoch, sample_id, 0] or [seed, epoch, 0, 1]).
+    rng = np.random.default_rng([VAL_SEED, sample.sample_id, 0, 2])
+    hq = decode_image(sample.hq, max_pixels=config.max_image_pixels)
+    if sample.lq is None:
+        hq, lq = _synthesise(hq, config, rng, crop=_centre_crop)
+    else:
+        lq = decode_image(sample.lq, max_pixels=config.max_image_pixels)
+        hq, lq = _fit_pair(hq, lq, config)
+    q = config.patch_size // config.scale
+    top, left = (lq.shape[0] - q) // 2, (lq.shape[1] - q) // 2
+    if top < 0 or left < 0:
+        raise ImageTooSmall(f"lq {lq.shape[0]}x{lq.shape[1]} is smaller than the lq patch {q}")
+    s = config.scale
+    hq = hq[top * s : (top + q) * s, left * s : (left + q) * s]
+    return _to_uint8(hq), _to_uint8(lq[top : top + q, left : left + q])
+
+
+def _centre_crop(
+    img: np.ndarray, size: int, rng: np.random.Generator, *, multiple_of: int, small: Literal["pad", "skip"]
+) -> np.ndarray:
+    """random_crop's signature, but the crop is centred (top/left on the LQ grid); rng is unused."""
+    h, w = img.shape[:2]
+    if h < size or w < size:
+        if small == "skip":
+            raise ImageTooSmall(f"image {h}x{w} is smaller than the crop size {size}")
+        img = cv2.copyMakeBorder(img, 0, max(0, size - h), 0, max(0, size - w), cv2.BORDER_REFLECT_101)
+        h, w = img.shape[:2]
+    top = (h - size) // 2 // multiple_of * multiple_of
+    left = (w - size) // 2 // multiple_of * multiple_of
+    return np.ascontiguousarray(img[top : top + size, left : left + size])

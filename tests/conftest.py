@@ -1,0 +1,25 @@
+"""Shared fixtures. `ray_local` starts one small local Ray for the whole session, only when a test asks."""
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray with 4 logical CPUs (more than the 2 cores, so actor pools never starve) and a small store."""
+    import ray
+    import ray.data
+
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    ray.init(
+        address="local",  # always a fresh instance, even when `ray start` left a cluster running here
+        num_cpus=4,
+        object_store_memory=400 * 1024**2,
+        include_dashboard=False,
+        log_to_driver=True,
+        configure_logging=False,
+    )
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()

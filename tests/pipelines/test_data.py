@@ -1,0 +1,302 @@
+import collections
+import dataclasses
+import io
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from degradations import BicubicConfig, GaussianNoiseConfig, RealESRGANConfig
+from degradations.crop import ImageTooSmall
+from pipelines.data import (
+    DataConfig,
+    PairMaker,
+    build_val_set,
+    epoch_order,
+    locate,
+    make_pair,
+    make_pair_or_skip,
+)
+from pipelines.decode import DecodeError
+from pipelines.sources import FolderSource, PairedFolderSource, Sample
+
+ROWS = ("hq", "lq", "sample_id", "epoch", "index")
+
+
+def _smooth_rgb(h, w, seed):
+    """A smooth colour image (a random low-resolution image, upsampled), as uint8."""
+    small = np.random.default_rng(seed).integers(0, 256, (max(2, h // 8), max(2, w // 8), 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC))
+
+
+def _png(arr):
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _folder(tmp_path, sizes, bad=()):
+    """PNGs img_00.png.. of the given (h, w) sizes plus the named bad files (name -> bytes)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for i, (h, w) in enumerate(sizes):
+        (tmp_path / f"img_{i:02d}.png").write_bytes(_png(_smooth_rgb(h, w, i)))
+    for name, data in dict(bad).items():
+        (tmp_path / name).write_bytes(data)
+    return FolderSource(paths=(str(tmp_path),))
+
+
+def _config(source, **overrides):
+    fields = dict(source=source, degradation=RealESRGANConfig(), patch_size=32, crop_margin=8, hflip=True, rot=True,
+                  num_cpu_workers=1, batch_size=4)
+    return DataConfig(**(fields | overrides))
+
+
+BAD_FILES = {
+    "bad_corrupt.png": _png(_smooth_rgb(16, 16, 0))[:30] + b"\x00" * 200,
+    "bad_empty.png": b"",
+    "bad_text.jpg": b"not an image at all\n",
+    "bad_truncated.jpg": b"\xff\xd8\xff\xe0" + b"\x00" * 50,
+}
+
+
+def test_data_config_rejects_bad_values(tmp_path):
+    source = FolderSource(paths=(str(tmp_path),))
+    paired = PairedFolderSource(lq_dir=str(tmp_path), gt_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="degradation"):
+        DataConfig(source=paired)  # a paired source takes no synthetic degradation
+    with pytest.raises(ValueError, match="degradation"):
+        DataConfig(source=source, degradation=None)
+    with pytest.raises(ValueError, match="patch_size"):
+        DataConfig(source=source, patch_size=30)  # not a multiple of 4
+    with pytest.raises(ValueError, match="crop_margin"):
+        DataConfig(source=source, crop_margin=6)
+    with pytest.raises(ValueError, match="small"):
+        DataConfig(source=source, small="crop")
+    with pytest.raises(ValueError, match="seed"):
+        DataConfig(source=source, seed=-1)
+    assert DataConfig(source=paired, degradation=None, patch_size=30).scale == 1
+
+
+def test_locate_visits_every_image_once_per_epoch_in_a_seeded_order():
+    epoch, sample_id = locate(np.arange(30), num_images=10, seed=3)
+    assert epoch.tolist() == [0] * 10 + [1] * 10 + [2] * 10
+    for e in range(3):
+        assert sorted(sample_id[epoch == e]) == list(range(10))
+    assert sample_id[:10].tolist() != sample_id[10:20].tolist()
+    np.testing.assert_array_equal(locate(np.arange(30), num_images=10, seed=3)[1], sample_id)
+    assert locate(np.arange(10), num_images=10, seed=4)[1].tolist() != sample_id[:10].tolist()
+    np.testing.assert_array_equal(locate(np.arange(13, 27), num_images=10, seed=3)[1], sample_id[13:27])
+    assert not epoch_order(3, 0, 10).flags.writeable
+
+
+@pytest.mark.parametrize(
+    "degradation", [RealESRGANConfig(scale=4), RealESRGANConfig(scale=2), RealESRGANConfig(scale=1),
+                    BicubicConfig(scale=2), GaussianNoiseConfig()],
+    ids=["realesrgan-x4", "realesrgan-x2", "realesrgan-x1", "bicubic-x2", "noise"],
+)
+def test_make_pair_shapes_dtypes_and_determinism(tmp_path, degradation):
+    config = _config(_folder(tmp_path, [(70, 90)]), degradation=degradation)
+    sample = config.source.manifest().samples[0]
+    hq, lq = make_pair(sample, epoch=0, config=config)
+    q = 32 // degradation.scale
+    assert hq.shape == (32, 32, 3) and hq.dtype == np.uint8
+    assert lq.shape == (q, q, 3) and lq.dtype == np.uint8
+    again = make_pair(sample, epoch=0, config=config)
+    assert hq.tobytes() == again[0].tobytes() and lq.tobytes() == again[1].tobytes()
+    other = make_pair(sample, epoch=1, config=config)
+    assert hq.tobytes() != other[0].tobytes()
+
+
+def test_make_pair_lq_is_aligned_with_hq(tmp_path):
+    # Bicubic x4 of a smooth image: the lq must match the block mean of its own hq patch.
+    config = _config(_folder(tmp_path, [(96, 120)]), degradation=BicubicConfig(scale=4))
+    sample = config.source.manifest().samples[0]
+    for epoch in range(6):
+        hq, lq = make_pair(sample, epoch=epoch, config=config)
+        block_mean = hq.reshape(8, 4, 8, 4, 3).astype(np.float32).mean(axis=(1, 3))
+        assert np.abs(block_mean - lq).mean() < 3.0
+        shifted = np.roll(block_mean, 1, axis=1)
+        assert np.abs(shifted - lq).mean() > np.abs(block_mean - lq).mean()
+
+
+def test_usm_gt_sharpens_the_hq_target(tmp_path):
+    source = _folder(tmp_path, [(70, 90)])
+    sample = source.manifest().samples[0]
+    plain = make_pair(sample, epoch=0, config=_config(source, degradation=RealESRGANConfig(usm_gt=False)))[0]
+    sharp = make_pair(sample, epoch=0, config=_config(source, degradation=RealESRGANConfig(usm_gt=True)))[0]
+    assert plain.shape == sharp.shape and np.abs(plain.astype(int) - sharp).max() > 0
+
+
+def test_bad_files_are_skipped_counted_and_warned_about_once(tmp_path, caplog):
+    config = _config(_folder(tmp_path, [(48, 48)], bad=BAD_FILES))
+    samples = config.source.manifest().samples
+    counter, warned = collections.Counter(), set()
+    with caplog.at_level(logging.WARNING, logger="pipelines.data"):
+        for epoch in range(2):
+            results = {s.name: make_pair_or_skip(s, epoch=epoch, config=config, counter=counter, warned=warned)
+                       for s in samples}
+            assert results["img_00"] is not None
+            assert [n for n, r in results.items() if r is None] == sorted(n.split(".")[0] for n in BAD_FILES)
+    assert counter == {"DecodeError": 8}
+    assert len([r for r in caplog.records if "skipping sample" in r.message]) == 4
+
+
+def test_image_larger_than_max_pixels_is_skipped(tmp_path):
+    config = _config(_folder(tmp_path, [(60, 60)]), max_image_pixels=59 * 60)
+    counter = collections.Counter()
+    assert make_pair_or_skip(config.source.manifest().samples[0], epoch=0, config=config, counter=counter,
+                             warned=set()) is None
+    assert counter == {"ImageTooLarge": 1}
+
+
+def test_small_images_are_padded_or_skipped(tmp_path):
+    source = _folder(tmp_path, [(20, 30)])
+    sample = source.manifest().samples[0]
+    hq, lq = make_pair(sample, epoch=0, config=_config(source, small="pad"))
+    assert hq.shape == (32, 32, 3) and lq.shape == (8, 8, 3)
+    counter = collections.Counter()
+    assert make_pair_or_skip(sample, epoch=0, config=_config(source, small="skip"), counter=counter,
+                             warned=set()) is None
+    assert counter == {"ImageTooSmall": 1}
+
+
+def _paired_folders(tmp_path, gt_sizes, scale):
+    """GT images and LQ = exact block means of the GT (so alignment is checkable), plus one unpaired GT."""
+    for i, (h, w) in enumerate(gt_sizes):
+        gt = _smooth_rgb(h, w, i)
+        lq = gt.reshape(h // scale, scale, w // scale, scale, 3).astype(np.float32).mean(axis=(1, 3))
+        (tmp_path / "gt").mkdir(exist_ok=True)
+        (tmp_path / "lq").mkdir(exist_ok=True)
+        (tmp_path / "gt" / f"{i:04d}.png").write_bytes(_png(gt))
+        (tmp_path / "lq" / f"{i:04d}.png").write_bytes(_png(np.rint(lq).astype(np.uint8)))
+    (tmp_path / "gt" / "lonely.png").write_bytes(_png(_smooth_rgb(8, 8, 9)))
+    return PairedFolderSource(lq_dir=str(tmp_path / "lq"), gt_dir=str(tmp_path / "gt"), scale=scale)
+
+
+def test_paired_folders_give_aligned_crops_of_the_given_lq(tmp_path):
+    source = _paired_folders(tmp_path, [(64, 80), (48, 56)], scale=2)
+    config = _config(source, degradation=None, patch_size=32)
+    manifest = source.manifest()
+    assert len(manifest) == 2 and manifest.num_unpaired == 1
+    for sample in manifest.samples:
+        for epoch in range(3):
+            hq, lq = make_pair(sample, epoch=epoch, config=config)
+            assert hq.shape == (32, 32, 3) and lq.shape == (16, 16, 3)
+            block_mean = hq.reshape(16, 2, 16, 2, 3).astype(np.float32).mean(axis=(1, 3))
+            assert np.abs(block_mean - lq).max() <= 1.0
+
+
+def test_paired_small_images_are_padded_or_skipped_and_size_mismatch_is_skipped(tmp_path):
+    source = _paired_folders(tmp_path, [(20, 24)], scale=2)
+    sample = source.manifest().samples[0]
+    hq, lq = make_pair(sample, epoch=0, config=_config(source, degradation=None, small="pad"))
+    assert hq.shape == (32, 32, 3) and lq.shape == (16, 16, 3)
+    with pytest.raises(ImageTooSmall):
+        make_pair(sample, epoch=0, config=_config(source, degradation=None, small="skip"))
+    wrong_scale = dataclasses.replace(source, scale=4)
+    counter = collections.Counter()
+    assert make_pair_or_skip(sample, epoch=0, config=_config(wrong_scale, degradation=None), counter=counter,
+                             warned=set()) is None
+    assert counter == {"PairSizeMismatch": 1}
+
+
+def _run_udf(config, *, start_index, ids):
+    maker = PairMaker(config=config, manifest=config.source.manifest(), start_index=start_index)
+    out = [maker({"id": np.asarray(chunk, np.int64)}) for chunk in np.array_split(ids, max(1, len(ids) // 4))]
+    return {key: np.concatenate([o[key] for o in out]) for key in ROWS}
+
+
+def test_pair_maker_skips_bad_samples_without_changing_the_others(tmp_path):
+    config = _config(_folder(tmp_path, [(48, 48), (40, 56), (64, 40)], bad=BAD_FILES))
+    manifest = config.source.manifest()
+    rows = _run_udf(config, start_index=0, ids=np.arange(2 * len(manifest)))
+    good = {s.sample_id for s in manifest.samples if s.name.startswith("img")}
+    assert sorted(rows["sample_id"].tolist()) == sorted(list(good) * 2)
+    assert rows["hq"].shape == (6, 32, 32, 3) and rows["lq"].shape == (6, 8, 8, 3)
+    for hq, lq, sid, epoch in zip(rows["hq"], rows["lq"], rows["sample_id"], rows["epoch"]):
+        expected = make_pair(manifest.samples[sid], epoch=int(epoch), config=config)
+        assert hq.tobytes() == expected[0].tobytes() and lq.tobytes() == expected[1].tobytes()
+
+
+def test_pair_maker_returns_typed_empty_batches_when_everything_is_bad(tmp_path):
+    config = _config(_folder(tmp_path, [], bad=BAD_FILES))
+    rows = _run_udf(config, start_index=0, ids=np.arange(4))
+    assert rows["hq"].shape == (0, 32, 32, 3) and rows["lq"].shape == (0, 8, 8, 3)
+    assert rows["index"].dtype == np.int64
+
+
+def test_start_index_continues_the_stream_exactly(tmp_path):
+    config = _config(_folder(tmp_path, [(48, 48), (40, 56), (64, 40)]))
+    full = _run_udf(config, start_index=0, ids=np.arange(12))
+    tail = _run_udf(config, start_index=5, ids=np.arange(7))
+    for key in ROWS:
+        np.testing.assert_array_equal(tail[key], full[key][5:])
+    np.testing.assert_array_equal(full["index"], np.arange(12))
+
+
+def test_val_set_is_deterministic_and_independent_of_the_run_seed(tmp_path):
+    source = _folder(tmp_path, [(48, 48), (40, 56), (20, 20)], bad={"a_bad.png": b""})
+    hqs, lqs = build_val_set(_config(source, seed=1), 3)
+    assert len(hqs) == 3 and all(h.shape == (32, 32, 3) and h.dtype == np.uint8 for h in hqs)
+    assert all(q.shape == (8, 8, 3) for q in lqs)
+    hqs2, lqs2 = build_val_set(_config(source, seed=2), 3)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(hqs + lqs, hqs2 + lqs2))
+    skipped, _ = build_val_set(_config(source, small="skip"), 3)
+    assert len(skipped) == 2  # the 20x20 image is skipped, the empty file too, and the source runs out
+
+
+def test_decode_error_is_the_skip_reason_for_missing_files(tmp_path):
+    config = _config(_folder(tmp_path, [(48, 48)]))
+    ghost = Sample(sample_id=0, name="ghost", hq=str(tmp_path / "ghost.png"))
+    with pytest.raises(DecodeError):
+        make_pair(ghost, epoch=0, config=config)
+
+
+def _collect(ds):
+    batches = list(ds.iter_batches(batch_size=5, batch_format="numpy"))
+    return {key: np.concatenate([b[key] for b in batches]) for key in ROWS}
+
+
+@pytest.mark.slow
+def test_ray_dataset_end_to_end_with_iter_torch_batches_skips_bad_files(tmp_path, ray_local):
+    import torch
+
+    from pipelines.batching import to_model
+    from pipelines.data import build_train_dataset
+
+    config = _config(_folder(tmp_path, [(48, 48), (40, 56), (64, 40)], bad=BAD_FILES), num_cpu_workers=2)
+    manifest = config.source.manifest()
+    ds = build_train_dataset(config, num_samples=2 * len(manifest))
+    seen = collections.defaultdict(list)
+    for batch in ds.iter_torch_batches(batch_size=4, drop_last=False):
+        assert batch["hq"].dtype == torch.uint8 and batch["hq"].shape[1:] == (32, 32, 3)
+        assert batch["lq"].dtype == torch.uint8 and batch["lq"].shape[1:] == (8, 8, 3)
+        hq_BCHW, lq_BCHW = to_model(batch["hq"]), to_model(batch["lq"])
+        assert hq_BCHW.shape[1:] == (3, 32, 32) and lq_BCHW.shape[1:] == (3, 8, 8)
+        assert hq_BCHW.min() >= -1 and hq_BCHW.max() <= 1
+        for key in ("sample_id", "epoch", "index"):
+            assert batch[key].dtype == torch.int64
+            seen[key] += batch[key].tolist()
+    # 7 images x 2 epochs, of which the 4 bad files (x 2 epochs) left no row.
+    assert len(seen["index"]) == 2 * len(manifest) - 2 * len(BAD_FILES)
+    assert seen["index"] == sorted(seen["index"])
+    assert {manifest.samples[i].name for i in seen["sample_id"]} == {"img_00", "img_01", "img_02"}
+    expected = _run_udf(config, start_index=0, ids=np.arange(2 * len(manifest)))
+    assert seen["index"] == expected["index"].tolist()
+
+
+@pytest.mark.slow
+def test_ray_stream_is_identical_for_1_and_2_workers_and_resumes_from_start_index(tmp_path, ray_local):
+    from pipelines.data import build_train_dataset
+
+    config = _config(_folder(tmp_path, [(48, 48), (40, 56), (64, 40), (56, 56)]), batch_size=2)
+    one = _collect(build_train_dataset(config, num_samples=12))
+    two = _collect(build_train_dataset(dataclasses.replace(config, num_cpu_workers=2), num_samples=12))
+    tail = _collect(build_train_dataset(dataclasses.replace(config, num_cpu_workers=2), num_samples=7, start_index=5))
+    np.testing.assert_array_equal(one["index"], np.arange(12))
+    for key in ROWS:
+        assert one[key].tobytes() == two[key].tobytes(), key
+        assert tail[key].tobytes() == one[key][5:].tobytes(), key
+    pure = _run_udf(config, start_index=0, ids=np.arange(12))
+    assert pure["hq"].tobytes() == one["hq"].tobytes() and pure["lq"].tobytes() == one["lq"].tobytes()

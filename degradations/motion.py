@@ -81,17 +81,22 @@ def random_trajectory(
     return np.concatenate([np.zeros((1, 2)), np.cumsum(steps, axis=0)])
 
 
-def rasterize(path: np.ndarray, size: int) -> np.ndarray:
-    """Splat a path (N, 2) of (x, y) offsets from the kernel centre bilinearly into a size x size kernel.
-
-    The path is resampled at <= 0.25 px spacing with uniform exposure along it; bilinear splatting keeps
-    the centroid exact, so a path centred at its mean does not shift the image.
-    """
+def resample(path: np.ndarray, spacing: float = 0.25) -> np.ndarray:
+    """Points along a path (N, 2) at <= `spacing` px apart, uniform in time (the walk has unit speed)."""
     seg = np.linalg.norm(np.diff(path, axis=0), axis=1)
-    num_samples = max(2, int(math.ceil(seg.sum() / 0.25)) + 1)
+    num_samples = max(2, int(math.ceil(seg.sum() / spacing)) + 1)
     t = np.linspace(0.0, len(path) - 1, num_samples)
-    x = np.interp(t, np.arange(len(path)), path[:, 0]) + (size - 1) / 2
-    y = np.interp(t, np.arange(len(path)), path[:, 1]) + (size - 1) / 2
+    knots = np.arange(len(path))
+    return np.stack([np.interp(t, knots, path[:, 0]), np.interp(t, knots, path[:, 1])], axis=1)
+
+
+def rasterize(points: np.ndarray, size: int) -> np.ndarray:
+    """Splat points (M, 2) of (x, y) offsets from the kernel centre bilinearly into a size x size kernel.
+
+    Bilinear splatting keeps the centroid exact, so points centred at their mean do not shift the image.
+    """
+    x = points[:, 0] + (size - 1) / 2
+    y = points[:, 1] + (size - 1) / 2
     x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
     fx, fy = x - x0, y - y0
     idx = np.concatenate([y0 * size + x0, y0 * size + x0 + 1, (y0 + 1) * size + x0, (y0 + 1) * size + x0 + 1])
@@ -102,19 +107,21 @@ def rasterize(path: np.ndarray, size: int) -> np.ndarray:
 
 def sample_params(config: MotionBlurConfig, rng: np.random.Generator, hq_shape: tuple[int, ...]) -> MotionBlurParams:
     path = random_trajectory(rng, num_steps=config.num_steps, momentum=config.momentum, jerk_prob=config.jerk_prob)
-    path *= rng.uniform(*config.length_range) / config.num_steps  # unit steps -> requested arc length
-    path -= path.mean(axis=0)
+    length = rng.uniform(*config.length_range)
+    points = resample(path * (length / config.num_steps))  # unit steps -> requested arc length
+    points -= points.mean(axis=0)
     # shrink paths whose extent does not fit; one pixel is kept free for the bilinear splat
-    reach = np.abs(path).max()
+    reach = np.abs(points).max()
     limit = (config.kernel_size - 1) / 2 - 1
     if reach > limit:
-        path *= limit / reach
-    kernel = rasterize(path, config.kernel_size)
+        points *= limit / reach
+        length *= limit / reach
+    kernel = rasterize(points, config.kernel_size)
     noisy = rng.uniform() < config.noise_prob
     sigma = float(rng.uniform(*config.noise_range))
     return MotionBlurParams(
-        kernel=tuple(tuple(float(v) for v in row) for row in kernel),
-        length=float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum()),
+        kernel=tuple(map(tuple, kernel.tolist())),
+        length=float(length),
         noise_sigma=sigma if noisy else None,
         noise_seed=int(rng.integers(2**32)),
     )

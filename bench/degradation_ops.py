@@ -1,5 +1,5 @@
 """Single-core throughput of the Real-ESRGAN degradation (arXiv 2107.10833) on 288x288 x4 crops
-(256 + 32 margin), with a per-op breakdown. Usage: python bench/degradation_ops.py [--num 200]
+(256 + 32 margin), with a per-op breakdown. Usage: python -m bench.degradation_ops [--num 200]
 Times are process CPU time (cv2 and BLAS pinned to one thread), so they read as per-core cost even
 when other processes share the machine; wall time is printed too.
 """
@@ -9,20 +9,20 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import time  # noqa: E402
-from collections import defaultdict  # noqa: E402
+import argparse
+import time
+from collections import defaultdict
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from degradations import RealESRGANConfig, degrade, realesrgan  # noqa: E402
-from degradations.jpeg import jpeg_compress  # noqa: E402
-from degradations.kernels import blur  # noqa: E402
-from degradations.noise import add_gaussian_noise, add_poisson_noise  # noqa: E402
-from degradations.quantize import quantize_8bit  # noqa: E402
-from degradations.resize import resize  # noqa: E402
-from degradations.sharpen import usm_sharpen  # noqa: E402
+from degradations import RealESRGANConfig, degrade, realesrgan
+from degradations.jpeg import jpeg_compress
+from degradations.kernels import blur
+from degradations.noise import add_gaussian_noise, add_poisson_noise
+from degradations.quantize import quantize_8bit
+from degradations.resize import resize
+from degradations.sharpen import usm_sharpen
 
 
 def synthetic_photo(size: int, rng: np.random.Generator) -> np.ndarray:
@@ -48,8 +48,8 @@ def timed_apply(hq: np.ndarray, params: realesrgan.RealESRGANParams, times: dict
     img = tick("usm", usm_sharpen, hq) if params.usm_gt else hq
     for i, stage in enumerate((params.stage1, params.stage2), start=1):
         if stage.kernel is not None:
-            img = tick(f"blur{i}", blur, img, stage.kernel)
-        img = tick(f"resize{i}", resize, img, stage.size_hw, stage.resize_mode)
+            img = tick(f"blur{i}", blur, img, kernel=stage.kernel)
+        img = tick(f"resize{i}", resize, img, size_hw=stage.size_hw, mode=stage.resize_mode)
         rng = np.random.default_rng(stage.noise_seed)
         add = add_gaussian_noise if stage.noise == "gaussian" else add_poisson_noise
         kw = {"sigma": stage.noise_level} if stage.noise == "gaussian" else {"scale": stage.noise_level}
@@ -59,8 +59,8 @@ def timed_apply(hq: np.ndarray, params: realesrgan.RealESRGANParams, times: dict
     size = (params.hq_size[0] // params.scale, params.hq_size[1] // params.scale)
 
     def resize_sinc(x):
-        x = tick("final_resize", resize, x, size, params.final_mode)
-        return tick("final_sinc", blur, x, params.final_sinc)
+        x = tick("final_resize", resize, x, size_hw=size, mode=params.final_mode)
+        return tick("final_sinc", blur, x, kernel=params.final_sinc)
 
     if params.final_order == "resize_sinc_jpeg":
         img = tick("final_jpeg", jpeg_compress, resize_sinc(img), quality=params.final_jpeg_quality)

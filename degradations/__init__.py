@@ -8,7 +8,12 @@ import numpy as np
 from degradations import motion, realesrgan, simple
 from degradations.motion import MotionBlurConfig, MotionBlurParams
 from degradations.realesrgan import RealESRGANConfig, RealESRGANParams, StageConfig
-from degradations.simple import BicubicConfig, BicubicParams, GaussianNoiseConfig, GaussianNoiseParams
+from degradations.simple import (
+    BicubicConfig,
+    BicubicParams,
+    GaussianNoiseConfig,
+    GaussianNoiseParams,
+)
 
 Config = RealESRGANConfig | MotionBlurConfig | GaussianNoiseConfig | BicubicConfig
 Params = RealESRGANParams | MotionBlurParams | GaussianNoiseParams | BicubicParams

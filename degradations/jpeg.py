@@ -8,7 +8,7 @@ import numpy as np
 
 
 def jpeg_quality_int(quality: float) -> int:
-    return int(round(quality))
+    return round(quality)
 
 
 def jpeg_compress(img: np.ndarray, *, quality: float) -> np.ndarray:
@@ -18,9 +18,11 @@ def jpeg_compress(img: np.ndarray, *, quality: float) -> np.ndarray:
     """
     u8 = np.rint(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
     # cv2 expects BGR: without the swap the luma weights would land on the wrong channels
-    ok, buf = cv2.imencode(
-        ".jpg", cv2.cvtColor(u8, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality_int(quality)]
-    )
+    flags = [
+        cv2.IMWRITE_JPEG_QUALITY, jpeg_quality_int(quality),
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420,  # as DiffJPEG
+    ]
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(u8, cv2.COLOR_RGB2BGR), flags)
     assert ok
     out = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     return out.astype(np.float32) * np.float32(1.0 / 255.0)

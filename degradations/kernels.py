@@ -42,7 +42,7 @@ class Kernel:
         return np.array(self.weights, dtype=np.float64)
 
     def padded(self, size: int = PAD_SIZE) -> np.ndarray:
-        return pad_kernel(self.array(), size)
+        return pad_kernel(self.array(), size=size)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Kernel":
@@ -53,14 +53,14 @@ def _as_tuples(k: np.ndarray) -> tuple[tuple[float, ...], ...]:
     return tuple(map(tuple, k.tolist()))
 
 
-def pad_kernel(k: np.ndarray, size: int) -> np.ndarray:
+def pad_kernel(k: np.ndarray, *, size: int) -> np.ndarray:
     """Zero-pad an odd KxK kernel to size x size, keeping it centred."""
     pad = (size - k.shape[0]) // 2
     assert pad >= 0 and k.shape[0] % 2 == 1
     return np.pad(k, pad)
 
 
-def convolve(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+def convolve(img: np.ndarray, *, kernel: np.ndarray) -> np.ndarray:
     """2-D convolution of an HxWxC float32 image with reflect-101 borders (torch 'reflect' pad).
 
     cv2.filter2D correlates, so the kernel is flipped: a no-op for the point-symmetric Real-ESRGAN
@@ -70,7 +70,7 @@ def convolve(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return cv2.filter2D(img, -1, k, borderType=cv2.BORDER_REFLECT_101)
 
 
-def blur(img: np.ndarray, kernel: Kernel) -> np.ndarray:
+def blur(img: np.ndarray, *, kernel: Kernel) -> np.ndarray:
     """convolve() with a sampled kernel, taking the cheap exact route where the family allows it.
 
     An isotropic Gaussian is separable, k = g g^T with g = k[c] / sqrt(k[c, c]), so it runs as two
@@ -83,7 +83,7 @@ def blur(img: np.ndarray, kernel: Kernel) -> np.ndarray:
         c = kernel.size // 2
         g = (k[c] / math.sqrt(k[c, c])).astype(np.float32)
         return cv2.sepFilter2D(img, -1, g, g, borderType=cv2.BORDER_REFLECT_101)
-    return convolve(img, k)
+    return convolve(img, kernel=k)
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +92,7 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.meshgrid(ax, ax)
 
 
-def mahalanobis_sq(size: int, sigma_x: float, sigma_y: float, theta: float) -> np.ndarray:
+def mahalanobis_sq(size: int, *, sigma_x: float, sigma_y: float, theta: float) -> np.ndarray:
     """q = v^T Sigma^-1 v on the KxK grid, Sigma = R(theta) diag(sx^2, sy^2) R(theta)^T."""
     c, s = math.cos(theta), math.sin(theta)
     rot = np.array([[c, -s], [s, c]])
@@ -101,20 +101,20 @@ def mahalanobis_sq(size: int, sigma_x: float, sigma_y: float, theta: float) -> n
     return inv_cov[0, 0] * xx * xx + (inv_cov[0, 1] + inv_cov[1, 0]) * xx * yy + inv_cov[1, 1] * yy * yy
 
 
-def gaussian(size: int, sigma_x: float, sigma_y: float, theta: float) -> np.ndarray:
-    k = np.exp(-0.5 * mahalanobis_sq(size, sigma_x, sigma_y, theta))
+def gaussian(size: int, *, sigma_x: float, sigma_y: float, theta: float) -> np.ndarray:
+    k = np.exp(-0.5 * mahalanobis_sq(size, sigma_x=sigma_x, sigma_y=sigma_y, theta=theta))
     return k / k.sum()
 
 
-def generalized_gaussian(size: int, sigma_x: float, sigma_y: float, theta: float, beta: float) -> np.ndarray:
+def generalized_gaussian(size: int, *, sigma_x: float, sigma_y: float, theta: float, beta: float) -> np.ndarray:
     """exp(-q^beta / 2): heavier tails for beta < 1, flatter top for beta > 1; beta = 1 is Gaussian."""
-    k = np.exp(-0.5 * mahalanobis_sq(size, sigma_x, sigma_y, theta) ** beta)
+    k = np.exp(-0.5 * mahalanobis_sq(size, sigma_x=sigma_x, sigma_y=sigma_y, theta=theta) ** beta)
     return k / k.sum()
 
 
-def plateau(size: int, sigma_x: float, sigma_y: float, theta: float, beta: float) -> np.ndarray:
+def plateau(size: int, *, sigma_x: float, sigma_y: float, theta: float, beta: float) -> np.ndarray:
     """1 / (1 + q^beta): flat top, heavy tails; Cauchy-like (not Gaussian) at beta = 1."""
-    k = 1.0 / (1.0 + mahalanobis_sq(size, sigma_x, sigma_y, theta) ** beta)
+    k = 1.0 / (1.0 + mahalanobis_sq(size, sigma_x=sigma_x, sigma_y=sigma_y, theta=theta) ** beta)
     return k / k.sum()
 
 
@@ -129,7 +129,7 @@ def bessel_j1(x: np.ndarray, num_nodes: int = 128) -> np.ndarray:
     return np.cos(t - x[..., None] * np.sin(t)).mean(axis=-1)
 
 
-def circular_lowpass(size: int, omega: float) -> np.ndarray:
+def circular_lowpass(size: int, *, omega: float) -> np.ndarray:
     """Sampled ideal circular low-pass (sinc) kernel with cutoff omega rad/pixel; has negative lobes.
 
     k(r) = omega J1(omega r) / (2 pi r), centre value omega^2 / (4 pi) (the r -> 0 limit), sum 1.
@@ -174,20 +174,20 @@ def sample_mixed_kernel(
         sigma_y, theta = _uniform(rng, sigma_range), _uniform(rng, (-math.pi, math.pi))
     beta = None
     if family in ("iso", "aniso"):
-        k = gaussian(size, sigma_x, sigma_y, theta)
+        k = gaussian(size, sigma_x=sigma_x, sigma_y=sigma_y, theta=theta)
     elif family.startswith("generalized"):
         beta = _split_beta(rng, betag_range)
-        k = generalized_gaussian(size, sigma_x, sigma_y, theta, beta)
+        k = generalized_gaussian(size, sigma_x=sigma_x, sigma_y=sigma_y, theta=theta, beta=beta)
     else:
         beta = _split_beta(rng, betap_range)
-        k = plateau(size, sigma_x, sigma_y, theta, beta)
+        k = plateau(size, sigma_x=sigma_x, sigma_y=sigma_y, theta=theta, beta=beta)
     return Kernel(
         family=family, size=size, sigma_x=sigma_x, sigma_y=sigma_y, theta=theta, beta=beta, weights=_as_tuples(k)
     )
 
 
-def sinc_kernel(size: int, omega: float) -> Kernel:
-    return Kernel(family="sinc", size=size, omega=omega, weights=_as_tuples(circular_lowpass(size, omega)))
+def sinc_kernel(size: int, *, omega: float) -> Kernel:
+    return Kernel(family="sinc", size=size, omega=omega, weights=_as_tuples(circular_lowpass(size, omega=omega)))
 
 
 def pulse_kernel() -> Kernel:
@@ -213,7 +213,7 @@ def sample_blur_kernel(
     size = int(sizes[int(rng.integers(len(sizes)))])
     if rng.uniform() < sinc_prob:
         low = math.pi / 3 if size < 13 else math.pi / 5
-        return sinc_kernel(size, _uniform(rng, (low, math.pi)))
+        return sinc_kernel(size, omega=_uniform(rng, (low, math.pi)))
     return sample_mixed_kernel(
         rng, size=size, families=families, probs=probs, sigma_range=sigma_range,
         betag_range=betag_range, betap_range=betap_range,
@@ -224,5 +224,5 @@ def sample_final_sinc(rng: np.random.Generator, *, sizes: tuple[int, ...], prob:
     """Final sinc with omega ~ U(pi/3, pi) with probability prob, else the pulse (identity)."""
     if rng.uniform() < prob:
         size = int(sizes[int(rng.integers(len(sizes)))])
-        return sinc_kernel(size, _uniform(rng, (math.pi / 3, math.pi)))
+        return sinc_kernel(size, omega=_uniform(rng, (math.pi / 3, math.pi)))
     return pulse_kernel()

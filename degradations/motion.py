@@ -81,16 +81,16 @@ def random_trajectory(
     return np.concatenate([np.zeros((1, 2)), np.cumsum(steps, axis=0)])
 
 
-def resample(path: np.ndarray, spacing: float = 0.25) -> np.ndarray:
+def resample(path: np.ndarray, *, spacing: float = 0.25) -> np.ndarray:
     """Points along a path (N, 2) at <= `spacing` px apart, uniform in time (the walk has unit speed)."""
     seg = np.linalg.norm(np.diff(path, axis=0), axis=1)
-    num_samples = max(2, int(math.ceil(seg.sum() / spacing)) + 1)
+    num_samples = max(2, math.ceil(seg.sum() / spacing) + 1)
     t = np.linspace(0.0, len(path) - 1, num_samples)
     knots = np.arange(len(path))
     return np.stack([np.interp(t, knots, path[:, 0]), np.interp(t, knots, path[:, 1])], axis=1)
 
 
-def rasterize(points: np.ndarray, size: int) -> np.ndarray:
+def rasterize(points: np.ndarray, *, size: int) -> np.ndarray:
     """Splat points (M, 2) of (x, y) offsets from the kernel centre bilinearly into a size x size kernel.
 
     Bilinear splatting keeps the centroid exact, so points centred at their mean do not shift the image.
@@ -116,7 +116,7 @@ def sample_params(config: MotionBlurConfig, rng: np.random.Generator, hq_shape: 
     if reach > limit:
         points *= limit / reach
         length *= limit / reach
-    kernel = rasterize(points, config.kernel_size)
+    kernel = rasterize(points, size=config.kernel_size)
     noisy = rng.uniform() < config.noise_prob
     sigma = float(rng.uniform(*config.noise_range))
     return MotionBlurParams(
@@ -129,7 +129,7 @@ def sample_params(config: MotionBlurConfig, rng: np.random.Generator, hq_shape: 
 
 def apply(hq: np.ndarray, params: MotionBlurParams) -> np.ndarray:
     """HxWx3 float32 RGB [0, 1] -> same shape, blurred (+ noise), on the 8-bit grid."""
-    img = convolve(hq, np.array(params.kernel))
+    img = convolve(hq, kernel=np.array(params.kernel))
     if params.noise_sigma is not None:
         img = add_gaussian_noise(img, sigma=params.noise_sigma, gray=False, rng=np.random.default_rng(params.noise_seed))
     return quantize_8bit(img)

@@ -22,15 +22,17 @@ def add_gaussian_noise(img: np.ndarray, *, sigma: float, gray: bool, rng: np.ran
 
 
 def poisson_noise(img: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
-    """Zero-mean shot noise Poisson(x_q v)/v - x_q for x_q = img on the 8-bit grid.
+    """Zero-mean shot noise Poisson(x_q v)/v - x_q for x_q = img on the 8-bit grid; float32.
 
     v = 2^ceil(log2(number of distinct 8-bit values)), i.e. 256 for most natural images.
     """
     levels = np.rint(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
     num_values = int(np.count_nonzero(np.bincount(levels.ravel(), minlength=256)))
     vals = 2.0 ** math.ceil(math.log2(max(num_values, 1)))
-    x_q = levels.astype(np.float64) / 255.0
-    return (rng.poisson(x_q * vals) / vals - x_q).astype(np.float32)
+    x_q = np.arange(256, dtype=np.float64) / 255.0  # level -> value lookup tables
+    counts = rng.poisson((x_q * vals)[levels])
+    # counts / v is exact in float32 (v is a power of two)
+    return counts.astype(np.float32) * np.float32(1.0 / vals) - x_q.astype(np.float32)[levels]
 
 
 def add_poisson_noise(img: np.ndarray, *, scale: float, gray: bool, rng: np.random.Generator) -> np.ndarray:

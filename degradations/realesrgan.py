@@ -13,7 +13,13 @@ import numpy as np
 from degradations import checks
 from degradations.jpeg import jpeg_compress
 from degradations.kernels import (
-    KERNEL_SIZES, MIXED_FAMILIES, PAD_SIZE, Kernel, blur, sample_blur_kernel, sample_final_sinc,
+    KERNEL_SIZES,
+    MIXED_FAMILIES,
+    PAD_SIZE,
+    Kernel,
+    blur,
+    sample_blur_kernel,
+    sample_final_sinc,
 )
 from degradations.noise import add_gaussian_noise, add_poisson_noise
 from degradations.quantize import quantize_8bit
@@ -224,8 +230,8 @@ def sample_params(config: RealESRGANConfig, rng: np.random.Generator, hq_shape: 
 def _apply_stage(img: np.ndarray, params: StageParams) -> np.ndarray:
     """blur -> resize -> noise (clipped to [0, 1]); the stage's noise comes from its own seed."""
     if params.kernel is not None:
-        img = blur(img, params.kernel)
-    img = resize(img, params.size_hw, params.resize_mode)
+        img = blur(img, kernel=params.kernel)
+    img = resize(img, size_hw=params.size_hw, mode=params.resize_mode)
     rng = np.random.default_rng(params.noise_seed)
     if params.noise == "gaussian":
         return add_gaussian_noise(img, sigma=params.noise_level, gray=params.noise_gray, rng=rng)
@@ -233,8 +239,9 @@ def _apply_stage(img: np.ndarray, params: StageParams) -> np.ndarray:
 
 
 def _resize_and_sinc(img: np.ndarray, params: RealESRGANParams) -> np.ndarray:
-    img = resize(img, (params.hq_size[0] // params.scale, params.hq_size[1] // params.scale), params.final_mode)
-    return blur(img, params.final_sinc)  # a pulse (the reference's 21x21 delta) is the identity
+    size_hw = (params.hq_size[0] // params.scale, params.hq_size[1] // params.scale)
+    img = resize(img, size_hw=size_hw, mode=params.final_mode)
+    return blur(img, kernel=params.final_sinc)  # a pulse (the reference's 21x21 delta) is the identity
 
 
 def apply(hq: np.ndarray, params: RealESRGANParams) -> np.ndarray:

@@ -14,7 +14,7 @@ RESIZE_MODES: tuple[str, ...] = ("area", "bilinear", "bicubic")
 _CV2_MODES = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 
 
-def resize(img: np.ndarray, size_hw: tuple[int, int], mode: ResizeMode) -> np.ndarray:
+def resize(img: np.ndarray, *, size_hw: tuple[int, int], mode: ResizeMode) -> np.ndarray:
     """Resize to size_hw like torch F.interpolate(align_corners=False, antialias=False).
 
     bilinear/bicubic (a = -0.75) use the same half-pixel mapping in cv2 and torch. torch's `area`
@@ -60,7 +60,7 @@ def _bicubic_weights(n_in: int, n_out: int) -> np.ndarray:
     return mat
 
 
-def bicubic_antialias(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+def bicubic_antialias(img: np.ndarray, *, size_hw: tuple[int, int]) -> np.ndarray:
     """MATLAB-style antialiased bicubic resize (the DIV2K/Set5 'bicubic' LR convention), HxWxC float32."""
     h, w = size_hw
     rows = _bicubic_weights(img.shape[0], h).astype(np.float32)

@@ -95,5 +95,5 @@ def apply_bicubic(hq: np.ndarray, params: BicubicParams) -> np.ndarray:
     if params.scale == 1:
         return quantize_8bit(hq)
     if params.antialias:
-        return quantize_8bit(bicubic_antialias(hq, size))
+        return quantize_8bit(bicubic_antialias(hq, size_hw=size))
     return quantize_8bit(cv2.resize(hq, size[::-1], interpolation=cv2.INTER_CUBIC))

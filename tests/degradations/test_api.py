@@ -8,7 +8,13 @@ import pytest
 
 import degradations
 from degradations import (
-    BicubicConfig, GaussianNoiseConfig, MotionBlurConfig, RealESRGANConfig, degrade, params_from_dict, replay,
+    BicubicConfig,
+    GaussianNoiseConfig,
+    MotionBlurConfig,
+    RealESRGANConfig,
+    degrade,
+    params_from_dict,
+    replay,
 )
 
 CONFIGS = [

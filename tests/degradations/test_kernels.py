@@ -10,10 +10,10 @@ X4PLUS_PROBS = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
 
 
 def _sample(rng, **overrides):
-    kw = dict(
-        sizes=kernels.KERNEL_SIZES, sinc_prob=0.1, families=MIXED_FAMILIES, probs=X4PLUS_PROBS,
-        sigma_range=(0.2, 3.0), betag_range=(0.5, 4.0), betap_range=(1.0, 2.0),
-    )
+    kw = {
+        "sizes": kernels.KERNEL_SIZES, "sinc_prob": 0.1, "families": MIXED_FAMILIES, "probs": X4PLUS_PROBS,
+        "sigma_range": (0.2, 3.0), "betag_range": (0.5, 4.0), "betap_range": (1.0, 2.0),
+    }
     return kernels.sample_blur_kernel(rng, **{**kw, **overrides})
 
 
@@ -63,8 +63,20 @@ def test_iso_families_are_isotropic_and_non_negative(sampled):
             np.testing.assert_allclose(a, a[::-1], atol=1e-14)
 
 
+def test_iso_kernel_values_depend_only_on_the_radius(sampled):
+    xx, yy = np.meshgrid(np.arange(21) - 10, np.arange(21) - 10)
+    r2 = (xx * xx + yy * yy).ravel()
+    for k in [k for k in sampled if k.family in ("iso", "generalized_iso", "plateau_iso", "sinc")][:200]:
+        p = k.padded().ravel()
+        inside = np.abs(xx.ravel()).clip(np.abs(yy.ravel())) <= k.size // 2  # within the KxK support
+        for radius in (25, 50, 65, 85):  # radii reached by several non-equivalent lattice points
+            group = p[(r2 == radius) & inside]
+            if len(group) > 1:
+                assert np.ptp(group) < 1e-14, (k.family, radius)
+
+
 def test_aniso_kernel_is_not_transpose_symmetric():
-    a = kernels.gaussian(21, 3.0, 0.5, 0.3)
+    a = kernels.gaussian(21, sigma_x=3.0, sigma_y=0.5, theta=0.3)
     assert np.abs(a - a.T).max() > 1e-3
 
 
@@ -78,7 +90,7 @@ def test_sinc_has_negative_lobes_and_cutoff_follows_size_rule(sampled):
 
 def test_sinc_is_a_circular_low_pass():
     omega = math.pi / 3
-    k = kernels.circular_lowpass(21, omega)
+    k = kernels.circular_lowpass(21, omega=omega)
     spectrum = np.abs(np.fft.fftshift(np.fft.fft2(k, s=(128, 128))))
     f = np.fft.fftshift(np.fft.fftfreq(128)) * 2 * math.pi
     radius = np.hypot(*np.meshgrid(f, f))
@@ -94,16 +106,16 @@ def test_bessel_j1_matches_known_values():
 
 
 def test_generalized_beta_one_is_gaussian_but_plateau_beta_one_is_not():
-    g = kernels.gaussian(21, 2.0, 1.0, 0.4)
-    np.testing.assert_allclose(kernels.generalized_gaussian(21, 2.0, 1.0, 0.4, 1.0), g, atol=1e-15)
-    p = kernels.plateau(21, 2.0, 1.0, 0.4, 1.0)
+    g = kernels.gaussian(21, sigma_x=2.0, sigma_y=1.0, theta=0.4)
+    np.testing.assert_allclose(kernels.generalized_gaussian(21, sigma_x=2.0, sigma_y=1.0, theta=0.4, beta=1.0), g, atol=1e-15)
+    p = kernels.plateau(21, sigma_x=2.0, sigma_y=1.0, theta=0.4, beta=1.0)
     assert np.abs(p - g).max() > 1e-2
     assert p[0, 0] > 10 * g[0, 0]  # heavy (Cauchy-like) tails
 
 
 def test_gaussian_second_moment_is_sigma_squared():
     for sigma in (1.0, 2.0):
-        k = kernels.gaussian(21, sigma, sigma, 0.0)
+        k = kernels.gaussian(21, sigma_x=sigma, sigma_y=sigma, theta=0.0)
         x = np.arange(21) - 10
         assert abs((k.sum(axis=0) * x * x).sum() - sigma**2) < 1e-3
 
@@ -132,7 +144,7 @@ def test_separable_iso_blur_equals_the_2d_convolution():
         np.random.default_rng(1), size=15, families=("iso",), probs=(1.0,), sigma_range=(2.0, 2.5),
         betag_range=(0.5, 4.0), betap_range=(1.0, 2.0),
     )
-    np.testing.assert_allclose(kernels.blur(img, k), kernels.convolve(img, k.array()), atol=2e-6)
+    np.testing.assert_allclose(kernels.blur(img, kernel=k), kernels.convolve(img, kernel=k.array()), atol=2e-6)
 
 
 def test_convolve_flips_so_a_shift_kernel_moves_the_image_forward():
@@ -140,7 +152,7 @@ def test_convolve_flips_so_a_shift_kernel_moves_the_image_forward():
     img[4, 4] = 1.0
     shift = np.zeros((3, 3))
     shift[1, 2] = 1.0  # PSF: a point lands one pixel to the right
-    out = kernels.convolve(img, shift)
+    out = kernels.convolve(img, kernel=shift)
     assert out[4, 5, 0] == 1.0 and out[4, 4, 0] == 0.0
 
 

@@ -52,7 +52,7 @@ def test_noise_prob_controls_noise(many_params):
 
 
 def test_rasterize_keeps_subpixel_position():
-    k = motion.rasterize(np.array([[0.25, 0.0]]), 5)
+    k = motion.rasterize(np.array([[0.25, 0.0]]), size=5)
     assert abs(k[2, 2] - 0.75) < 1e-12 and abs(k[2, 3] - 0.25) < 1e-12
 
 

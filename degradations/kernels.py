@@ -3,6 +3,7 @@ Gaussian, generalized Gaussian and plateau (iso/aniso), the circular low-pass (s
 per-sample mixed-family sampler. Kernels are float64 KxK arrays (K odd) that sum to 1.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -86,19 +87,35 @@ def blur(img: np.ndarray, *, kernel: Kernel) -> np.ndarray:
     return convolve(img, kernel=k)
 
 
+@functools.cache
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    # x varies along columns, y along rows; centre at (K-1)/2
+    """Read-only (xx, yy): x varies along columns, y along rows; centre at (K-1)/2."""
     ax = np.arange(size, dtype=np.float64) - (size - 1) / 2
-    return np.meshgrid(ax, ax)
+    xx, yy = np.meshgrid(ax, ax)
+    xx.setflags(write=False)
+    yy.setflags(write=False)
+    return xx, yy
+
+
+@functools.cache
+def _radii(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read-only distinct radii r of the KxK grid (r[0] = 0) and the index of each cell into them."""
+    xx, yy = _grid(size)
+    r2, inverse = np.unique(xx * xx + yy * yy, return_inverse=True)
+    r, inverse = np.sqrt(r2), inverse.reshape(size, size)
+    r.setflags(write=False)
+    inverse.setflags(write=False)
+    return r, inverse
 
 
 def mahalanobis_sq(size: int, *, sigma_x: float, sigma_y: float, theta: float) -> np.ndarray:
     """q = v^T Sigma^-1 v on the KxK grid, Sigma = R(theta) diag(sx^2, sy^2) R(theta)^T."""
+    # Sigma^-1 = R diag(1/sx^2, 1/sy^2) R^T
     c, s = math.cos(theta), math.sin(theta)
-    rot = np.array([[c, -s], [s, c]])
-    inv_cov = np.linalg.inv(rot @ np.diag([sigma_x**2, sigma_y**2]) @ rot.T)
+    ix, iy = 1.0 / sigma_x**2, 1.0 / sigma_y**2
+    a, b, d = c * c * ix + s * s * iy, c * s * (ix - iy), s * s * ix + c * c * iy
     xx, yy = _grid(size)
-    return inv_cov[0, 0] * xx * xx + (inv_cov[0, 1] + inv_cov[1, 0]) * xx * yy + inv_cov[1, 1] * yy * yy
+    return a * xx * xx + 2 * b * xx * yy + d * yy * yy
 
 
 def gaussian(size: int, *, sigma_x: float, sigma_y: float, theta: float) -> np.ndarray:
@@ -134,13 +151,11 @@ def circular_lowpass(size: int, *, omega: float) -> np.ndarray:
 
     k(r) = omega J1(omega r) / (2 pi r), centre value omega^2 / (4 pi) (the r -> 0 limit), sum 1.
     """
-    xx, yy = _grid(size)
-    r2, inverse = np.unique(xx * xx + yy * yy, return_inverse=True)  # J1 once per distinct radius
-    r = np.sqrt(r2)
-    r[0] = 1.0  # r = 0 (the centre): placeholder, set to the limit below
+    r, inverse = _radii(size)  # J1 once per distinct radius
+    r = np.where(r == 0, 1.0, r)  # the centre: placeholder, set to the r -> 0 limit below
     k_r = omega * bessel_j1(omega * r) / (2 * math.pi * r)
     k_r[0] = omega**2 / (4 * math.pi)
-    k = k_r[inverse].reshape(size, size)
+    k = k_r[inverse]
     return k / k.sum()
 
 

@@ -30,6 +30,11 @@ class GaussianNoiseConfig:
     def scale(self) -> int:
         return 1
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "GaussianNoiseConfig":
+        """Inverse of dataclasses.asdict (JSON lists become tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GaussianNoiseParams:
@@ -71,6 +76,10 @@ class BicubicConfig:
 
     def __post_init__(self) -> None:
         checks.check_choice("scale", self.scale, (1, 2, 4))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BicubicConfig":
+        return cls(**d)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

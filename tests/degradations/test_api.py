@@ -69,6 +69,11 @@ def test_params_are_frozen_and_dispatch_rejects_unknown_types(hq96):
         params_from_dict({"kind": "jpeg_only"})
 
 
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{type(c).__name__}-{c.scale}")
+def test_config_json_round_trip(config):
+    assert type(config).from_dict(json.loads(json.dumps(dataclasses.asdict(config)))) == config
+
+
 def test_every_config_exposes_scale():
     assert [c.scale for c in CONFIGS] == [4, 2, 1, 4, 1, 1, 4, 2]
     assert set(degradations.__all__) >= {"degrade", "replay", "params_from_dict", "RealESRGANConfig"}

@@ -22,7 +22,7 @@ class MotionBlurConfig:
     kernel_size: int = 31
     length_range: tuple[float, float] = (4.0, 28.0)
     num_steps: int = 48
-    momentum: float = 0.7
+    momentum: float = 0.85
     jerk_prob: float = 0.05
     noise_prob: float = 0.5
     noise_range: tuple[float, float] = (0.0, 2.0)

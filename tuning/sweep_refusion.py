@@ -1,0 +1,205 @@
+"""Ray Tune sweeps reproducing the Refusion ablations (arXiv 2304.08291, Sec. 3), one MLflow parent run per study.
+
+    python tuning/sweep_refusion.py --study noise --recipe debug          # 4 trials on a laptop
+    python tuning/sweep_refusion.py --study all --recipe refusion_deblurring --set data.source.folder=/data \\
+        --budget 20000 --gpus-per-trial 1 --asha
+    python tuning/sweep_refusion.py --space my_space.yaml --search random --num-samples 8
+    python tuning/sweep_refusion.py --study noise --resume                # continue an interrupted sweep
+
+Each trial is a Tune function trainable that fits a TorchTrainer (tuning/trainable.py). A study lives in
+<storage>/sweeps/<study>/: sweep.json, tune/ (Tune state), train/ (trial runs), report/.
+"""
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+
+import ray
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from pipelines import tracking
+from pipelines.recipes import RECIPES, RunConfig, apply_overrides
+from tuning import report
+from tuning.spaces import STUDIES, Study, is_grid_only, load_space
+from tuning.trainable import CloseTrialRuns, SweepContext, close_interrupted_runs, train_trial
+
+logger = logging.getLogger(__name__)
+
+SWEEP_FILE = "sweep.json"
+DRIVER_CPUS = 0.25  # the trial's own process only waits on its TorchTrainer; workers book their own CPUs
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tuning/sweep_refusion.py", description=__doc__.split("\n")[0])
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--study", choices=[*STUDIES, "all"], help="a Refusion ablation (grid search)")
+    which.add_argument("--space", help="YAML space of dotted keys (see tuning/spaces.py::load_space)")
+    parser.add_argument("--name", help="study folder / MLflow name for --space (default: the file's stem)")
+    parser.add_argument("--recipe", default="debug", help=f"base recipe, one of {sorted(RECIPES)}")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the recipe")
+    parser.add_argument("--budget", type=int, help="training steps per trial (default: the recipe's)")
+    parser.add_argument("--num-reports", type=int, default=4, help="validations/checkpoints/Tune reports per trial")
+    parser.add_argument("--search", choices=("grid", "random"), default="grid")
+    parser.add_argument("--num-samples", type=int, default=1, help="samples of the space (--search random)")
+    parser.add_argument("--asha", action="store_true", help="ASHA early stopping on --metric")
+    parser.add_argument("--grace-period", type=int, default=1, help="ASHA: reports before a trial can stop")
+    parser.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA: keep 1/rf per rung")
+    parser.add_argument("--metric", default="loss", help="reported metric ASHA ranks trials by")
+    parser.add_argument("--mode", choices=("min", "max"), default="min")
+    parser.add_argument("--max-concurrent-trials", type=int, help="default: as many as the cluster fits")
+    parser.add_argument("--num-workers", type=int, help="Train workers per trial (default: the recipe's, at least 1)")
+    parser.add_argument("--cpus-per-trial", type=float, help="CPUs of a trial's Train workers, split among them")
+    parser.add_argument("--gpus-per-trial", type=int, default=0, help="GPUs per trial: one Train worker per GPU")
+    parser.add_argument("--resume", action="store_true", help="continue the study with Tuner.restore")
+    parser.add_argument("--storage-path", default="runs", help="local folder holding sweeps/ and the MLflow store")
+    parser.add_argument("--mlflow-uri", help="tracking server (default: the embedded SQLite store of pipelines)")
+    parser.add_argument("--experiment", default="refusion-sweeps", help="MLflow experiment")
+    parser.add_argument("--ray-address", help="Ray cluster to join; 'local' starts a new one (default: ray.init())")
+    parser.add_argument("--num-cpus", type=int, help="logical CPUs of a newly started local Ray")
+    parser.add_argument("--no-report", action="store_true", help="skip tuning/report.py at the end")
+    return parser.parse_args(argv)
+
+
+def base_config(args: argparse.Namespace) -> RunConfig:
+    """The recipe with --set overrides, the step budget, the report cadence and per-trial resources."""
+    if args.recipe not in RECIPES:
+        raise SystemExit(f"unknown recipe {args.recipe!r}; choose from {sorted(RECIPES)}")
+    config = apply_overrides(RECIPES[args.recipe](), sets=args.set)
+    num_steps = args.budget or config.train.num_steps
+    every = max(1, math.ceil(num_steps / args.num_reports))
+    train = dataclasses.replace(config.train, num_steps=num_steps, val_every=every, ckpt_every=every)
+    if args.gpus_per_trial > 0:
+        scaling = dataclasses.replace(config.scaling, num_workers=args.gpus_per_trial, use_gpu=True)
+    else:  # local mode (0 workers) has no Train callbacks, so Tune would see no reports
+        scaling = dataclasses.replace(config.scaling, num_workers=args.num_workers or max(1, config.scaling.num_workers),
+                                      use_gpu=False)
+    if args.cpus_per_trial is not None:
+        scaling = dataclasses.replace(scaling, cpus_per_worker=args.cpus_per_trial / scaling.num_workers)
+    return dataclasses.replace(config, train=train, scaling=scaling)
+
+
+def study_spec(args: argparse.Namespace, study_name: str, *, num_steps: int) -> tuple[dict, str]:
+    """(Tune space, what it sweeps) of a paper study or of the user's --space file."""
+    if args.space is None:
+        study: Study = STUDIES[study_name](num_steps=num_steps)
+        return study.space(), study.question
+    space = load_space(args.space)
+    if args.search == "grid" and not is_grid_only(space):
+        raise SystemExit("--space has sampled domains (choice/uniform/...): use --search random --num-samples N")
+    return space, ", ".join(space)
+
+
+def run_study(args: argparse.Namespace, study_name: str) -> Path:
+    """Run (or resume) one study to the end; returns its folder."""
+    storage = Path(args.storage_path).expanduser().resolve()
+    study_dir = storage / "sweeps" / study_name
+    if args.resume:
+        saved = json.loads((study_dir / SWEEP_FILE).read_text())
+        context = SweepContext(**saved["context"])
+        if not tune.Tuner.can_restore(str(study_dir / "tune")):
+            raise SystemExit(f"--resume: no Tune state under {study_dir / 'tune'}")
+        MlflowClient(context.tracking_uri).update_run(context.parent_run_id, status="RUNNING")
+        tuner = tune.Tuner.restore(str(study_dir / "tune"), trainable=trainable(context), resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        if (study_dir / SWEEP_FILE).exists():
+            raise SystemExit(f"{study_dir} exists: pass --resume to continue it, or remove it")
+        config = base_config(args)
+        space, question = study_spec(args, study_name, num_steps=config.train.num_steps)
+        context = new_context(args, study_name, config, space=space, question=question)
+        study_dir.mkdir(parents=True, exist_ok=True)
+        summary = {"study": study_name, "question": question, "recipe": args.recipe,
+                   "swept": list(space), "context": dataclasses.asdict(context)}
+        (study_dir / SWEEP_FILE).write_text(json.dumps(summary, indent=2))
+        tuner = tune.Tuner(
+            trainable(context),
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                metric=args.metric, mode=args.mode, scheduler=scheduler(args),
+                num_samples=args.num_samples if args.search == "random" else 1,
+                max_concurrent_trials=args.max_concurrent_trials or default_concurrency(config),
+            ),
+            run_config=tune.RunConfig(name="tune", storage_path=str(study_dir), callbacks=[CloseTrialRuns(context)]),
+        )
+    results = tuner.fit()
+    num_open = close_interrupted_runs(context)
+    finished = num_open == 0 and all(r.error is None for r in results)
+    tracking.end_run(tracking.TrackingTarget(uri=context.tracking_uri, run_id=context.parent_run_id),
+                     "FINISHED" if finished else ("KILLED" if num_open else "FAILED"))
+    if num_open:
+        print(f"study {study_name} interrupted with {num_open} unfinished trials: rerun with --resume", flush=True)
+    elif not args.no_report:
+        report.write_report(study_dir)
+    print(f"study {study_name}: {study_dir}", flush=True)
+    return study_dir
+
+
+def new_context(args: argparse.Namespace, study_name: str, config: RunConfig, *, space: dict,
+                question: str) -> SweepContext:
+    """Create the study's parent MLflow run (swept space and base config as params)."""
+    if args.mlflow_uri:
+        uri, artifact_root = args.mlflow_uri, None
+    else:
+        uri, artifact_root = tracking.embedded_store(Path(args.storage_path).expanduser().resolve())
+    storage = Path(args.storage_path).expanduser().resolve()
+    parent = tracking.start_run(
+        uri=uri, experiment=args.experiment, artifact_root=artifact_root, run_name=f"study-{study_name}",
+        config={"study": study_name, "question": question, "recipe": args.recipe, "space": str(space),
+                "search": args.search, "asha": args.asha, "metric": args.metric, "base": config.to_dict()},
+        tags={"sweep.study": study_name, "sweep.role": "parent"},
+    )
+    if parent.run_id is None:
+        raise SystemExit(f"MLflow at {uri} is not usable; a sweep needs it (see the warning above)")
+    experiment_id = MlflowClient(uri).get_run(parent.run_id).info.experiment_id
+    return SweepContext(study=study_name, base=config.to_dict(),
+                        train_storage=str(storage / "sweeps" / study_name / "train"), tracking_uri=uri,
+                        experiment_id=experiment_id, parent_run_id=parent.run_id)
+
+
+def trainable(context: SweepContext):
+    return tune.with_resources(tune.with_parameters(train_trial, context=context), {"CPU": DRIVER_CPUS})
+
+
+def scheduler(args: argparse.Namespace) -> ASHAScheduler | None:
+    """ASHA over Tune reports (one per validation); max_t = reports per trial."""
+    if not args.asha:
+        return None
+    return ASHAScheduler(time_attr="training_iteration", max_t=args.num_reports, grace_period=args.grace_period,
+                         reduction_factor=args.reduction_factor)
+
+
+def default_concurrency(config: RunConfig) -> int:
+    """Trials that fit the cluster at once: by GPUs for GPU trials, else by CPUs (Train + data workers)."""
+    resources = ray.cluster_resources()
+    if config.scaling.use_gpu:
+        return max(1, int(resources.get("GPU", 0) // config.scaling.num_workers))
+    per_trial = (DRIVER_CPUS + config.scaling.num_workers * config.scaling.cpus_per_worker
+                 + config.data.num_cpu_workers * config.data.cpus_per_worker)
+    return max(1, int(resources.get("CPU", 1) // per_trial))
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    names = [args.name or Path(args.space).stem] if args.space else (list(STUDIES) if args.study == "all" else [args.study])
+    init = {"address": args.ray_address} | ({"num_cpus": args.num_cpus} if args.num_cpus else {})
+    ray.init(**init)
+    try:
+        for name in names:
+            run_study(args, name)
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

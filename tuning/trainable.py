@@ -1,0 +1,155 @@
+"""One sweep trial = one distributed training run: a Tune function trainable that fits a TorchTrainer.
+
+The trial's MLflow run is a child of the study's parent run (tag mlflow.parentRunId) and carries the swept
+values as tags; rank 0 of the Train workers logs into it. `CloseTrialRuns` closes the runs of trials that
+Tune stopped (ASHA) or that failed, since a stopped trial's process dies before its own code can.
+"""
+
+import copy
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from pipelines import tracking
+from pipelines.checkpoints import find_latest_checkpoint, run_uri
+from pipelines.config_dict import deep_merge, set_dotted
+from pipelines.launch import build_trainer
+from pipelines.recipes import RunConfig
+from tuning.spaces import flat_values, setting_label
+
+logger = logging.getLogger(__name__)
+
+STOPPED_BY_TAG = "sweep.stopped_by"  # "asha" (early stopping) or "interrupt" (sweep interrupted)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SweepContext:
+    """What all trials of one study share; saved with the study so that --resume rebuilds the same trials."""
+
+    study: str
+    base: dict  # RunConfig.to_dict() of the recipe with the budget and CLI overrides applied
+    train_storage: str  # absolute path (or URI) under which each trial's Ray Train run lives
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+
+
+def trial_config(base: dict, values: dict[str, Any], *, name: str) -> RunConfig:
+    """The recipe with one trial's swept values applied; a mapping value overrides several sub-fields."""
+    tree = copy.deepcopy(base) | {"name": name}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            node = tree
+            for part in key.split("."):
+                node = node[part]
+            set_dotted(tree, key, deep_merge(node, value))
+        else:
+            set_dotted(tree, key, value)
+    return RunConfig.from_dict(tree)
+
+
+def train_trial(values: dict[str, Any], *, context: SweepContext) -> None:
+    """Tune function trainable: build this trial's config, open its child MLflow run and fit a TorchTrainer."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    trial_id = tune.get_context().get_trial_id()
+    config = trial_config(context.base, values, name=f"{context.study}-{trial_id}")
+    run = run_uri(context.train_storage, config.name)
+    # After Tuner.restore an unfinished trial restarts here; it continues from its own latest checkpoint.
+    resume = find_latest_checkpoint(context.train_storage, config.name)
+    target = open_trial_run(context, config, values, trial_id=trial_id, run=run)
+    if resume is not None and resume[1] >= config.train.num_steps:
+        tracking.end_run(target, "FINISHED")
+        return
+    trainer = build_trainer(config, target=target, resume=resume, storage_path=context.train_storage, run=run)
+    # Forwards rank 0's ray.train.report metrics to Tune (ASHA needs them). TODO: a `callbacks=` argument of
+    # pipelines.launch.build_trainer would avoid replacing the run config after construction.
+    trainer.run_config = dataclasses.replace(trainer.run_config, callbacks=[TuneReportCallback()])
+    trainer.fit()
+    # Failures and early stops are closed by CloseTrialRuns: this line never runs for them.
+    tracking.end_run(target, "FINISHED")
+
+
+def open_trial_run(context: SweepContext, config: RunConfig, values: dict[str, Any], *, trial_id: str,
+                   run: str) -> tracking.TrackingTarget:
+    """Create the trial's child MLflow run, or reopen it when the trial restarts after --resume."""
+    client = MlflowClient(context.tracking_uri)
+    found = find_trial_run(client, context, trial_id)
+    if found is not None:
+        if STOPPED_BY_TAG in client.get_run(found).data.tags:
+            client.delete_tag(found, STOPPED_BY_TAG)
+        return tracking.start_run(uri=context.tracking_uri, experiment="", artifact_root=None, run_name=config.name,
+                                  config={}, tags={}, resume_run_id=found)
+    swept = flat_values(values)
+    tags = {
+        "mlflow.parentRunId": context.parent_run_id,
+        "sweep.study": context.study,
+        "sweep.trial_id": trial_id,
+        "sweep.setting": setting_label(values),
+        "ray.run": run,
+        "method": config.method.kind,
+        "ray.version": ray.__version__,
+    } | {f"sweep.{key}": value for key, value in swept.items()}
+    experiment = client.get_experiment(context.experiment_id).name
+    return tracking.start_run(uri=context.tracking_uri, experiment=experiment, artifact_root=None,
+                              run_name=f"{context.study}-{setting_label(values)}", config=config.to_dict(),
+                              tags=tags)
+
+
+def find_trial_run(client: MlflowClient, context: SweepContext, trial_id: str) -> str | None:
+    runs = client.search_runs(
+        [context.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{context.parent_run_id}' and tags.`sweep.trial_id` = '{trial_id}'",
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def child_runs(client: MlflowClient, context: SweepContext) -> list:
+    """All trial runs of the study (any status), oldest first."""
+    return client.search_runs([context.experiment_id],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{context.parent_run_id}'",
+                              order_by=["attributes.start_time ASC"], max_results=10_000)
+
+
+class CloseTrialRuns(tune.Callback):
+    """Ends each trial's MLflow run when Tune ends the trial, so no run of a stopped trial stays RUNNING.
+
+    A trial whose last report reached the budget is FINISHED (ASHA also stops trials at max_t); one that
+    Tune stopped earlier is KILLED with tag sweep.stopped_by=asha; an errored one is FAILED.
+    """
+
+    def __init__(self, context: SweepContext) -> None:
+        self.context = context
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        num_steps = self.context.base["train"]["num_steps"]
+        reached = (trial.last_result or {}).get("step", 0) >= num_steps
+        self._close(trial.trial_id, "FINISHED" if reached else "KILLED", stopped_by=None if reached else "asha")
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._close(trial.trial_id, "FAILED", stopped_by=None)
+
+    def _close(self, trial_id: str, status: str, *, stopped_by: str | None) -> None:
+        client = MlflowClient(self.context.tracking_uri)
+        run_id = find_trial_run(client, self.context, trial_id)
+        if run_id is None or client.get_run(run_id).info.status == "FINISHED":
+            return
+        if stopped_by is not None:
+            client.set_tag(run_id, STOPPED_BY_TAG, stopped_by)
+        client.set_terminated(run_id, status=status)
+        logger.info("trial %s: MLflow run %s marked %s", trial_id, run_id, status)
+
+
+def close_interrupted_runs(context: SweepContext) -> int:
+    """After the Tuner returns: KILLED + stopped_by=interrupt for any trial run still RUNNING; --resume reopens them."""
+    client = MlflowClient(context.tracking_uri)
+    running = [r for r in child_runs(client, context) if r.info.status == "RUNNING"]
+    for r in running:
+        client.set_tag(r.info.run_id, STOPPED_BY_TAG, "interrupt")
+        client.set_terminated(r.info.run_id, status="KILLED")
+    return len(running)

@@ -1,0 +1,56 @@
+"""The MLflow UI over the project's store: `make ui` or `python tuning/ui.py [--port 5000]`.
+
+Serves the embedded store of pipelines/tracking.py (<storage>/mlflow.db, artifacts in <storage>/mlartifacts)
+on 127.0.0.1 only. Sweeps are in experiment "refusion-sweeps": select a study's trials -> Compare.
+"""
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import subprocess
+import time
+import urllib.request
+
+from pipelines.tracking import embedded_store
+
+
+def server_command(storage_path: str | Path, *, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """`mlflow server` over <storage>/mlflow.db with proxied artifacts in <storage>/mlartifacts."""
+    uri, artifact_root = embedded_store(storage_path)
+    return [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
+            "--backend-store-uri", uri, "--artifacts-destination", artifact_root, "--workers", "1"]
+
+
+def wait_until_up(url: str, *, timeout_s: float, process: subprocess.Popen | None = None) -> None:
+    """Poll <url>/health until it answers; raise if the server exits or the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"mlflow server at {url} did not answer within {timeout_s:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="tuning/ui.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--storage-path", default="runs", help="folder holding mlflow.db (default runs/)")
+    parser.add_argument("--port", type=int, default=5000)
+    args = parser.parse_args(argv)
+    command = server_command(Path(args.storage_path).expanduser().resolve(), port=args.port)
+    print(f"MLflow UI: http://127.0.0.1:{args.port}  (Ctrl-C stops it)", flush=True)
+    try:
+        subprocess.run(command, check=True)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

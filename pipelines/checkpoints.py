@@ -83,6 +83,7 @@ def persist_checkpoint(directory: str | Path, run: str, *, keep_last: int) -> st
     target = f"{root}/{directory.name}"
     partial = target + ".partial"
     fs.delete_dir_contents(partial, missing_dir_ok=True)
+    fs.create_dir(partial, recursive=True)
     pyarrow.fs.copy_files(str(directory.resolve()), partial, source_filesystem=pyarrow.fs.LocalFileSystem(),
                           destination_filesystem=fs)
     if fs.get_file_info(target).type != pyarrow.fs.FileType.NotFound:

@@ -6,6 +6,7 @@ Unknown or missing keys raise ValueError naming the dotted key.
 """
 
 import dataclasses
+import json
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union
@@ -39,8 +40,11 @@ def to_dict(config: Any) -> dict:
 
 
 def parse_scalar(text: str) -> Any:
-    """A `--set` value: YAML/JSON scalar or flow collection (`3`, `1e-4`, `true`, `null`, `[1, 2]`, `abc`)."""
-    return yaml.safe_load(text)
+    """A `--set` value: JSON, else YAML (`3`, `1e-4`, `true`, `null`, `[1, 2]`, `abc` -> "abc")."""
+    try:
+        return json.loads(text)  # first, because YAML 1.1 reads `1e-4` as a string
+    except json.JSONDecodeError:
+        return yaml.safe_load(text)
 
 
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow.fs
 import ray
+import ray.data
 import ray.train
 import torch
 from ray.train.torch import TorchTrainer
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with tracking.run_status(target):  # FINISHED, FAILED, or KILLED on Ctrl-C / SIGTERM (ray job stop)
             ray.init(ignore_reinit_error=True)
+            ray.data.DataContext.get_current().enable_progress_bars = False  # our progress line says enough
             build_trainer(config, target=target, resume=resume, storage_path=storage_path, run=run).fit()
             final = find_latest_checkpoint(storage_path, config.name)
             if final is not None and "://" not in final[0]:

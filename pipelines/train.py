@@ -69,79 +69,94 @@ def train_loop_per_worker(loop_config: dict) -> None:
     # The driver built the dataset to start at `data_start_step`; after an in-run restart, skip what was consumed.
     num_skip = state.step - loop_config["data_start_step"]
     if num_skip < 0:
-        raise RuntimeError(f"checkpoint at step {state.step} is older than the data start {loop_config['data_start_step']}")
+        raise RuntimeError(f"checkpoint step {state.step} is before the data start {loop_config['data_start_step']}")
     if state.step > 0 and rank == 0:
         logger.info("resumed at step %d (skipping %d consumed batches)", state.step, num_skip)
 
     tracker = Tracker(TrackingTarget(**loop_config["tracking"])) if rank == 0 else None
-    if rank == 0 and config.train.num_val_images > 0:
+    validate = rank == 0 and config.train.num_val_images > 0
+    if validate:
         metrics = ImageMetrics(device=device)  # built once per worker: LPIPS loads weights
         val_set = build_val_set(config.data, num_images=config.train.num_val_images)
     generator = torch.Generator(device=device)
     use_amp = config.train.amp and device.type == "cuda"
     global_batch = config.train.batch_size * world_size
-
-    batches = ray.train.get_dataset_shard("train").iter_torch_batches(
+    batch_iter = iter(ray.train.get_dataset_shard("train").iter_torch_batches(
         batch_size=config.train.batch_size, drop_last=True, prefetch_batches=config.train.prefetch_batches
-    )
-    batch_iter = iter(batches)
-    for _ in range(num_skip):
-        next(batch_iter)
-    window = {"loss": 0.0, "data_s": 0.0, "step_s": 0.0, "n": 0}
+    ))
+    window = Window()
     run_start, start_step = time.perf_counter(), state.step
-    while state.step < config.train.num_steps:
-        t0 = time.perf_counter()
-        batch = next(batch_iter)  # StopIteration here means the dataset is shorter than num_steps
-        t_data = time.perf_counter() - t0
-        hq, lq = to_model(batch["hq"].to(device)), to_model(batch["lq"].to(device))
-        # Training noise depends on (seed, rank, step) only, so a resumed run draws what the original would have.
-        generator.manual_seed(noise_seed(config.seed, rank, state.step))
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss, logs = method.loss(state.net, hq, lq, step=state.step, generator=generator)
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.train.grad_clip is not None:
-            logs["grad_norm"] = nn.utils.clip_grad_norm_(state.net.parameters(), config.train.grad_clip).item()
-        state.optimizer.step()
-        state.scheduler.step()
-        state.step += 1
-        if state.ema is not None:
-            update_ema(state.ema, unwrap(state.net), step=state.step, beta=config.train.ema_beta,
-                       every=config.train.ema_every)
-        _test_only_crash(state.step, rank)
-        window["loss"] += logs["loss"]
-        window["data_s"] += t_data
-        window["step_s"] += time.perf_counter() - t0
-        window["n"] += 1
+    try:
+        for _ in range(num_skip):
+            next(batch_iter)
+        while state.step < config.train.num_steps:
+            t0 = time.perf_counter()
+            batch = next(batch_iter)  # StopIteration here: the dataset is shorter than num_steps
+            t_data = time.perf_counter() - t0
+            hq, lq = to_model(batch["hq"].to(device)), to_model(batch["lq"].to(device))
+            # Training noise depends on (seed, rank, step) only: a resumed run draws what the original drew.
+            generator.manual_seed(noise_seed(config.seed, rank, state.step))
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss, logs = method.loss(state.net, hq, lq, step=state.step, generator=generator)
+            state.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.train.grad_clip is not None:
+                logs["grad_norm"] = nn.utils.clip_grad_norm_(state.net.parameters(), config.train.grad_clip).item()
+            state.optimizer.step()
+            state.scheduler.step()
+            state.step += 1
+            if state.ema is not None:
+                update_ema(state.ema, unwrap(state.net), step=state.step, beta=config.train.ema_beta,
+                           every=config.train.ema_every)
+            _test_only_crash(state.step, rank)
+            window.add(logs, data_s=t_data, step_s=time.perf_counter() - t0)
+            last = state.step == config.train.num_steps
 
-        if rank == 0 and (state.step % config.train.log_every == 0 or state.step == config.train.num_steps):
-            step_metrics = {
-                "train/loss": window["loss"] / window["n"],
-                "train/lr": state.scheduler.get_last_lr()[0],
-                "train/samples_per_s": global_batch * window["n"] / window["step_s"],
-                "train/data_wait_frac": window["data_s"] / window["step_s"],
-            } | {f"train/{k}": v for k, v in logs.items() if k != "loss"}
-            tracker.log_metrics(step_metrics, step=state.step)
-            elapsed = time.perf_counter() - run_start
-            eta_s = elapsed / (state.step - start_step) * (config.train.num_steps - state.step)
-            logger.info(
-                "step %d/%d | loss %.4f | lr %.2e | %.1f samples/s | data wait %.0f%% | ETA %s",
-                state.step, config.train.num_steps, step_metrics["train/loss"], step_metrics["train/lr"],
-                step_metrics["train/samples_per_s"], 100 * step_metrics["train/data_wait_frac"], format_eta(eta_s),
-            )
-            window = {"loss": 0.0, "data_s": 0.0, "step_s": 0.0, "n": 0}
+            if rank == 0 and (state.step % config.train.log_every == 0 or last):
+                step_metrics = window.metrics(global_batch) | {"train/lr": state.scheduler.get_last_lr()[0]}
+                tracker.log_metrics(step_metrics, step=state.step)
+                eta_s = (time.perf_counter() - run_start) / (state.step - start_step) * (config.train.num_steps - state.step)
+                logger.info(
+                    "step %d/%d | loss %.4f | lr %.2e | %.1f samples/s | data wait %.0f%% | ETA %s",
+                    state.step, config.train.num_steps, step_metrics["train/loss"], step_metrics["train/lr"],
+                    step_metrics["train/samples_per_s"], 100 * step_metrics["train/data_wait_frac"], format_eta(eta_s),
+                )
+                window = Window()
+            if validate and (state.step % config.train.val_every == 0 or last):
+                eval_net = state.ema if state.ema is not None else unwrap(state.net)
+                scores, grid = evaluate(method, eval_net, val_set, metrics, device=device, seed=config.seed)
+                tracker.log_metrics({f"val/{k}": v for k, v in scores.items()}, step=state.step)
+                tracker.log_image(grid, key="val/lq_output_gt", step=state.step)
+                logger.info("validation at step %d: %s", state.step, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+            if state.step % config.train.ckpt_every == 0 or last:
+                save_and_report(state, config, rank=rank, loop_config=loop_config,
+                                metrics={"step": state.step, "loss": logs["loss"]})
+    finally:
+        batch_iter.close()  # stop the data stream while Ray is still up
 
-        last = state.step == config.train.num_steps
-        if rank == 0 and config.train.num_val_images > 0 and (state.step % config.train.val_every == 0 or last):
-            eval_net = state.ema if state.ema is not None else unwrap(state.net)
-            scores, grid = evaluate(method, eval_net, val_set, metrics, device=device, seed=config.seed)
-            tracker.log_metrics({f"val/{k}": v for k, v in scores.items()}, step=state.step)
-            tracker.log_image(grid, key="val/lq_output_gt", step=state.step)
-            logger.info("validation at step %d: %s", state.step,
-                        ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-        if state.step % config.train.ckpt_every == 0 or last:
-            save_and_report(state, config, rank=rank, loop_config=loop_config,
-                            metrics={"step": state.step, "loss": logs["loss"]})
+
+class Window:
+    """Running sums between two log lines: loss, other method logs, data-wait and step time."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.data_s = self.step_s = 0.0
+        self.num_steps = 0
+
+    def add(self, logs: dict[str, float], *, data_s: float, step_s: float) -> None:
+        for key, value in logs.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.data_s += data_s
+        self.step_s += step_s
+        self.num_steps += 1
+
+    def metrics(self, global_batch: int) -> dict[str, float]:
+        """train/<log> means, samples/s over all ranks (rank 0's clock), fraction of step time spent waiting for data."""
+        means = {f"train/{k}": v / self.num_steps for k, v in self.sums.items()}
+        return means | {
+            "train/samples_per_s": global_batch * self.num_steps / self.step_s,
+            "train/data_wait_frac": self.data_s / self.step_s,
+        }
 
 
 def build_state(config: RunConfig, method, *, device: torch.device, world_size: int) -> TrainState:

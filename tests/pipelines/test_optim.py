@@ -1,0 +1,63 @@
+import pytest
+import torch
+from lion_pytorch import Lion
+from torch import nn
+
+from pipelines.optim import OptimConfig, build_ema, build_optimizer, build_scheduler, update_ema
+
+
+def _params():
+    return [{"params": list(nn.Linear(3, 2).parameters())}]
+
+
+@pytest.mark.parametrize(("name", "cls"), [("lion", Lion), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+def test_build_optimizer_returns_the_named_optimizer_with_its_settings(name, cls):
+    optimizer = build_optimizer(OptimConfig(name=name, lr=3e-5, betas=(0.9, 0.99), weight_decay=0.01), _params())
+    assert type(optimizer) is cls
+    group = optimizer.param_groups[0]
+    assert (group["lr"], tuple(group["betas"]), group["weight_decay"]) == (3e-5, (0.9, 0.99), 0.01)
+
+
+def test_cosine_schedule_decays_to_eta_min_at_the_last_step():
+    config = OptimConfig(lr=1e-3, scheduler="cosine", eta_min=1e-6)
+    optimizer = build_optimizer(config, _params())
+    scheduler = build_scheduler(config, optimizer, num_steps=10)
+    lrs = []
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(scheduler.get_last_lr()[0])
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] == pytest.approx(1e-6)
+
+
+def test_multistep_schedule_multiplies_by_gamma_at_each_milestone():
+    config = OptimConfig(name="adam", lr=1e-4, scheduler="multistep", milestones=(2, 4), gamma=0.5)
+    optimizer = build_optimizer(config, _params())
+    scheduler = build_scheduler(config, optimizer, num_steps=6)
+    lrs = []
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(scheduler.get_last_lr()[0])
+    assert lrs == pytest.approx([1e-4, 5e-5, 5e-5, 2.5e-5, 2.5e-5])
+
+
+def test_optim_config_rejects_unknown_names_and_missing_milestones():
+    with pytest.raises(ValueError, match="optim.name"):
+        OptimConfig(name="sgd")
+    with pytest.raises(ValueError, match="milestones"):
+        OptimConfig(scheduler="multistep")
+
+
+def test_ema_updates_only_every_n_steps_towards_the_net():
+    net = nn.Linear(2, 1, bias=False)
+    ema = build_ema(net)
+    assert not any(p.requires_grad for p in ema.parameters())
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+        ema.weight.fill_(0.0)
+    update_ema(ema, net, step=3, beta=0.9, every=10)
+    assert torch.all(ema.weight == 0.0)
+    update_ema(ema, net, step=10, beta=0.9, every=10)
+    assert torch.allclose(ema.weight, torch.full_like(ema.weight, 0.1))

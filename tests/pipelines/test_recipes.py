@@ -1,0 +1,119 @@
+import dataclasses
+import json
+
+import pytest
+
+from pipelines.config_dict import deep_merge
+from pipelines.recipes import (
+    RECIPES,
+    RunConfig,
+    TrainConfig,
+    apply_overrides,
+    build_method,
+    debug,
+    irsde_deblurring,
+    latent_autoencoder_dehazing,
+    latent_refusion_dehazing,
+    refusion_deblurring,
+    refusion_sisr,
+)
+from pipelines.sources import FolderSource
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_round_trips_through_json(name):
+    config = RECIPES[name]()
+    assert RunConfig.from_dict(json.loads(config.to_json())) == config
+
+
+def test_unknown_key_error_names_the_dotted_key():
+    d = debug().to_dict()
+    d["train"]["num_stepz"] = 3
+    with pytest.raises(ValueError, match="train.num_stepz"):
+        RunConfig.from_dict(d)
+
+
+def test_union_members_are_tagged_with_kind_and_rebuilt_by_it():
+    d = debug().to_dict()
+    assert d["method"]["kind"] == "refusion"
+    assert d["data"]["degradation"]["kind"] == "GaussianNoiseConfig"
+    assert d["data"]["source"]["kind"] == "SampleImages"
+    d["data"]["degradation"]["kind"] = "NoSuchDegradation"
+    with pytest.raises(ValueError, match="data.degradation.kind"):
+        RunConfig.from_dict(d)
+
+
+def test_set_overrides_parse_scalars_and_validate():
+    config = apply_overrides(debug(), sets=["train.num_steps=12", "optim.lr=1e-4", "train.grad_clip=null",
+                                            "optim.betas=[0.9, 0.999]", "name=abc"])
+    assert config.train.num_steps == 12 and config.optim.lr == 1e-4 and config.train.grad_clip is None
+    assert config.optim.betas == (0.9, 0.999) and config.name == "abc"
+    with pytest.raises(ValueError, match="train.num_steps"):
+        apply_overrides(debug(), sets=["train.num_steps=abc"])
+    with pytest.raises(ValueError, match="num_steps must be >= 1"):
+        apply_overrides(debug(), sets=["train.num_steps=0"])
+    with pytest.raises(ValueError, match="train.nope"):
+        apply_overrides(debug(), sets=["train.nope=1"])
+    with pytest.raises(ValueError, match="optim.name must be one of"):
+        apply_overrides(debug(), sets=["optim.name=sgd"])
+
+
+def test_the_run_seed_also_seeds_the_degradations():
+    config = apply_overrides(debug(), sets=["seed=7"])
+    assert config.seed == 7 and config.data.seed == 7
+    with pytest.raises(ValueError, match="data.seed"):
+        dataclasses.replace(debug(), seed=3)
+
+
+def test_yaml_file_overlay_replaces_a_union_member_when_its_kind_changes(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data:\n  source: {kind: FolderSource, paths: [/data/hq]}\n  patch_size: 32\ntrain: {batch_size: 2}\n")
+    config = apply_overrides(debug(), files=[str(path)], sets=["train.num_steps=5"])
+    assert config.data.source == FolderSource(paths=("/data/hq",))
+    assert config.data.patch_size == 32 and config.train.batch_size == 2 and config.train.num_steps == 5
+    assert config.data.degradation == debug().data.degradation
+
+
+def test_deep_merge_keeps_untouched_keys():
+    assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
+
+
+def test_data_scale_must_match_method_scale():
+    with pytest.raises(ValueError, match="data.scale"):
+        dataclasses.replace(refusion_sisr(), data=debug().data)
+
+
+def test_paper_recipes_carry_the_official_hyperparameters():
+    deblur = refusion_deblurring()
+    assert (deblur.optim.name, deblur.optim.lr, deblur.optim.scheduler, deblur.optim.eta_min) == ("lion", 4e-5, "cosine", 1e-7)
+    assert deblur.optim.betas == (0.9, 0.99)
+    assert (deblur.method.max_sigma, deblur.method.T, deblur.method.eps) == (50.0, 100, 0.005)
+    assert deblur.method.net.enc_blocks == (1, 1, 1, 28) and deblur.method.net.width == 64
+    assert (deblur.train.num_steps, deblur.global_batch_size, deblur.data.patch_size) == (700_000, 4, 128)
+    assert deblur.train.ema and (deblur.train.ema_beta, deblur.train.ema_every) == (0.995, 10)
+    sisr = refusion_sisr()
+    assert sisr.method.scale == sisr.data.scale == 4 and sisr.method.upsample == "nearest"
+    dehaze = latent_refusion_dehazing()
+    assert (dehaze.optim.lr, dehaze.train.num_steps, dehaze.global_batch_size, dehaze.data.patch_size) == (
+        3e-5, 400_000, 8, 1024)
+    assert dehaze.method.latent.embed_dim == dehaze.method.net.img_channels == 8
+    ae = latent_autoencoder_dehazing()
+    assert (ae.method.kind, ae.optim.lr, ae.train.num_steps, ae.global_batch_size) == ("latent_autoencoder", 3e-5, 300_000, 16)
+    irsde = irsde_deblurring()
+    assert (irsde.optim.name, irsde.optim.lr, irsde.optim.scheduler, irsde.method.max_sigma) == ("adam", 1e-4, "multistep", 10.0)
+    assert irsde.optim.milestones == (200_000, 400_000, 600_000) and irsde.optim.gamma == 0.5
+
+
+def test_debug_recipe_is_small_and_builds_its_method():
+    config = debug()
+    assert config.scaling.num_workers == 0 and not config.scaling.use_gpu
+    assert config.data.patch_size == 64 and config.data.scale == 1 and config.train.num_steps <= 60
+    net = build_method(config.method).build()
+    assert sum(p.numel() for p in net.parameters()) < 200_000
+
+
+def test_train_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="ema_beta"):
+        TrainConfig(ema_beta=1.0)
+    with pytest.raises(ValueError, match="grad_clip"):
+        TrainConfig(grad_clip=0.0)

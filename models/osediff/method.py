@@ -1,0 +1,143 @@
+"""OSEDiff (arXiv 2406.08177) as a RestorationMethod: build, param_groups, loss and one-step restore.
+
+Legend: B batch; hq_BCHW P x P and lq_BCHW P/scale x P/scale images in [-1, 1].
+"""
+
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from models.osediff.config import OSEDiffConfig
+from models.osediff.lora import export_adapters, import_adapters
+from models.osediff.net import OSEDiffNet
+from models.osediff.prompts import encode_prompts, join_prompt, prompts_from_file, read_prompt_file
+from models.osediff.weights import SDParts, load_sd
+
+
+def unwrap(net: nn.Module) -> OSEDiffNet:
+    """The OSEDiffNet inside a DDP wrapper (or the net itself)."""
+    return net.module if isinstance(net, DistributedDataParallel) else net
+
+
+def to_8bit_grid(x_BCHW: torch.Tensor) -> torch.Tensor:
+    """Clamp to [-1, 1] and round to the 256 levels of an 8-bit image, as a saved resized image would be."""
+    return ((x_BCHW.clamp(-1.0, 1.0) + 1.0) * 127.5).round() / 127.5 - 1.0
+
+
+def upsample_train(lq_BCHW: torch.Tensor, *, scale: int, modes: Sequence[str], generator: torch.Generator) -> torch.Tensor:
+    """Resize each LQ back to HQ size with its own random mode (the official resize_bak), on the 8-bit grid."""
+    picks = torch.randint(len(modes), (lq_BCHW.shape[0],), generator=generator, device=generator.device).tolist()
+    ups = [F.interpolate(lq_BCHW[i : i + 1], scale_factor=scale, mode=modes[k]) for i, k in enumerate(picks)]
+    return to_8bit_grid(torch.cat(ups))
+
+
+def upsample_test(lq_BCHW: torch.Tensor, *, scale: int) -> torch.Tensor:
+    """Bicubic x scale with the PIL kernel (antialias=True uses a = -0.5 like PIL), on the 8-bit grid."""
+    return to_8bit_grid(F.interpolate(lq_BCHW, scale_factor=scale, mode="bicubic", antialias=True))
+
+
+def adain_color_fix(x_BCHW: torch.Tensor, ref_BCHW: torch.Tensor) -> torch.Tensor:
+    """Match each channel's mean and std to the reference (the official default colour fix)."""
+    mu_x, sd_x = x_BCHW.mean(dim=(2, 3), keepdim=True), x_BCHW.std(dim=(2, 3), keepdim=True)
+    mu_r, sd_r = ref_BCHW.mean(dim=(2, 3), keepdim=True), ref_BCHW.std(dim=(2, 3), keepdim=True)
+    return ((x_BCHW - mu_x) / (sd_x + 1e-5) * sd_r + mu_r).clamp(-1.0, 1.0)
+
+
+class OSEDiff:
+    """One-step SD restoration with LoRA, trained with MSE + LPIPS + VSD (see net.py for the weights)."""
+
+    def __init__(self, config: OSEDiffConfig) -> None:
+        self.config = config
+        self.prompt_table = None if config.prompt_file is None else read_prompt_file(config.prompt_file)
+
+    def build(self) -> OSEDiffNet:
+        """Read SD from config.sd_path and add the LoRA adapters (random LoRA A, zero LoRA B)."""
+        return self.assemble(load_sd(self.config.sd_path))
+
+    def assemble(self, parts: SDParts) -> OSEDiffNet:
+        """The net from already loaded SD parts (benchmarks build random SD-shaped parts in memory)."""
+        return OSEDiffNet(parts, self.config)
+
+    def param_groups(self, net: nn.Module) -> list[dict]:
+        core = unwrap(net)
+        return [
+            {"params": core.generator_parameters(), "lr": self.config.lr, "name": "generator"},
+            {"params": core.fake_score_parameters(), "lr": self.config.lr, "name": "fake_score"},
+        ]
+
+    def prompts(self, net: OSEDiffNet, x_BCHW: torch.Tensor, keys: Sequence[str] | None) -> list[str]:
+        """One prompt per image: tags of x (tagger), the file's entry for each key, or the fixed prompt."""
+        cfg = self.config
+        if net.tagger is not None:
+            return [join_prompt(tags, cfg.prompt) for tags in net.tagger(x_BCHW)]
+        if self.prompt_table is not None:
+            return prompts_from_file(self.prompt_table, keys, path=cfg.prompt_file)
+        return [cfg.prompt] * x_BCHW.shape[0]
+
+    def loss(
+        self,
+        net: nn.Module,
+        hq: torch.Tensor,
+        lq: torch.Tensor,
+        *,
+        step: int,
+        generator: torch.Generator,
+        keys: Sequence[str] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """lambda_l2 MSE + lambda_lpips LPIPS + lambda_vsd VSD + lambda_fake fake-score loss, as one scalar.
+
+        The four terms reach disjoint parameters (fake on the fake LoRA, the rest on the generator), so one
+        backward of the sum equals the official two optimiser steps, and DDP syncs both parameter sets.
+        """
+        cfg, core = self.config, unwrap(net)
+        lq_up = upsample_train(lq, scale=cfg.scale, modes=cfg.train_resize_modes, generator=generator)
+        # Prompts come from the GT in training, as in the official code (RAM on x_tgt).
+        c = encode_prompts(core.text_encoder, core.tokenizer, self.prompts(core, hq, keys))
+        c_neg = encode_prompts(core.text_encoder, core.tokenizer, [cfg.neg_prompt] * hq.shape[0])
+        terms = net(lq_up, hq, c, c_neg, generator=generator)
+        total = (
+            cfg.lambda_l2 * terms["l2"]
+            + cfg.lambda_lpips * terms["lpips"]
+            + cfg.lambda_vsd * terms["vsd"]
+            + cfg.lambda_fake * terms["fake"]
+        )
+        logs = {f"loss_{k}": v.item() for k, v in terms.items()}
+        return total, logs | {"loss": total.item()}
+
+    @torch.no_grad()
+    def restore(
+        self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator, keys: Sequence[str] | None = None
+    ) -> torch.Tensor:
+        """x scale output in [-1, 1], float32: bicubic upsample, one generator step (bf16 autocast on CUDA)."""
+        cfg, core = self.config, unwrap(net)
+        lq_up = upsample_test(lq, scale=cfg.scale)
+        # The VAE needs sizes divisible by its downsampling factor; pad by reflection and crop back.
+        factor = 2 ** (len(core.vae.config.block_out_channels) - 1)
+        h, w = lq_up.shape[-2:]
+        padded = F.pad(lq_up, (0, -w % factor, 0, -h % factor), mode="reflect")
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16) if lq.device.type == "cuda" else contextlib.nullcontext()
+        )
+        with autocast:
+            c = encode_prompts(core.text_encoder, core.tokenizer, self.prompts(core, lq_up, keys))
+            x_hat, _ = core.generate(padded, c, generator=generator)
+        x_hat = x_hat[..., :h, :w].float()
+        return adain_color_fix(x_hat, lq_up) if cfg.color_fix == "adain" else x_hat
+
+    def adapter_meta(self, net: nn.Module) -> dict:
+        """How the adapters are placed: what an adapter file must agree on to be loaded."""
+        core = unwrap(net)
+        return {"lora_rank": self.config.lora_rank, "lora_alpha": self.config.lora_alpha, "targets": core.lora_targets}
+
+    def export_adapters(self, net: nn.Module, folder: str | Path) -> Path:
+        """Write only the trained tensors (LoRA + conv_in) and their placement to `folder`."""
+        return export_adapters(unwrap(net), folder, meta=self.adapter_meta(net))
+
+    def import_adapters(self, net: nn.Module, folder: str | Path) -> None:
+        """Load adapters written by export_adapters into a net built from the same sd_path and LoRA settings."""
+        import_adapters(unwrap(net), folder, meta=self.adapter_meta(net))

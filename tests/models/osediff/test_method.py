@@ -1,0 +1,148 @@
+"""One OSEDiff training step and restore on a tiny random SD, on the CPU."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.osediff.config import OSEDiffConfig
+from models.osediff.method import OSEDiff, to_8bit_grid, upsample_test
+from models.osediff.net import OSEDiffNet, adapters_disabled
+
+P = 32  # hq 32 x 32, lq 8 x 8
+
+
+def _batch(seed: int, num: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(num, 3, P, P, generator=g) * 2 - 1, torch.rand(num, 3, P // 4, P // 4, generator=g) * 2 - 1
+
+
+@pytest.fixture(scope="module")
+def method(tiny_sd_dir: Path) -> OSEDiff:
+    return OSEDiff(OSEDiffConfig(sd_path=str(tiny_sd_dir), prompt="a photo"))
+
+
+@pytest.fixture(scope="module")
+def built(method: OSEDiff) -> tuple[OSEDiffNet, OSEDiffNet, dict]:
+    """Two nets built once per module (a build takes seconds); tests reset them to the initial adapters."""
+    first = method.build()
+    return first, method.build(), {k: v.clone() for k, v in first.state_dict().items()}
+
+
+@pytest.fixture()
+def net(built) -> OSEDiffNet:
+    first, _, init = built
+    first.load_state_dict(init)
+    return first
+
+
+@pytest.fixture()
+def fresh(built) -> OSEDiffNet:
+    _, second, init = built
+    second.load_state_dict(init)
+    return second
+
+
+def _step(method: OSEDiff, net, seed: int) -> dict[str, float]:
+    optimizer = torch.optim.AdamW(method.param_groups(net), lr=1e-3)
+    hq, lq = _batch(seed)
+    loss, logs = method.loss(net, hq, lq, step=0, generator=torch.Generator().manual_seed(seed))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return logs
+
+
+def test_training_step_changes_only_lora_and_conv_in_and_updates_fake_score(method: OSEDiff, net: OSEDiffNet):
+    net.train()
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    logs = _step(method, net, seed=0)
+    assert set(logs) == {"loss", "loss_l2", "loss_lpips", "loss_vsd", "loss_fake"}
+    assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+    assert logs["loss_vsd"] > 0 and logs["loss_fake"] > 0 and logs["loss_lpips"] > 0
+    changed = {n for n, p in net.named_parameters() if not torch.equal(p, before[n])}
+    assert changed, "nothing was updated"
+    assert all("lora_" in n or n.startswith("unet.conv_in.") for n in changed), sorted(changed)[:5]
+    assert any(n.startswith("score_unet.") for n in changed), "fake-score LoRA was not updated"
+    assert any(n.startswith("vae.encoder.") for n in changed) and "unet.conv_in.base_layer.weight" in changed
+    assert not net.lpips.training and not net.text_encoder.training
+
+
+def test_fake_score_starts_equal_to_the_frozen_sd_unet(net: OSEDiffNet):
+    g = torch.Generator().manual_seed(0)
+    zt, c = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 77, 32, generator=g)
+    t = torch.tensor([20, 900])
+    with torch.no_grad():
+        fake = net.score_unet(zt, t, encoder_hidden_states=c).sample
+        with adapters_disabled(net.score_unet):
+            real = net.score_unet(zt, t, encoder_hidden_states=c).sample
+    assert torch.equal(fake, real)  # LoRA B starts at zero
+
+
+def test_same_seed_gives_the_same_loss_and_restoration(method: OSEDiff, net: OSEDiffNet):
+    hq, lq = _batch(3)
+    losses = [method.loss(net, hq, lq, step=0, generator=torch.Generator().manual_seed(7))[1] for _ in range(2)]
+    assert losses[0] == losses[1]
+    outs = [method.restore(net, lq, generator=torch.Generator().manual_seed(7)) for _ in range(2)]
+    assert torch.equal(outs[0], outs[1])
+    other = method.restore(net, lq, generator=torch.Generator().manual_seed(8))
+    assert not torch.equal(outs[0], other)  # the VAE posterior is sampled, as officially
+
+
+def test_restore_upsamples_x4_in_range_for_odd_sizes(method: OSEDiff, net: OSEDiffNet):
+    lq = torch.rand(1, 3, 5, 7) * 2 - 1
+    out = method.restore(net, lq, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 3, 20, 28) and out.dtype == torch.float32
+    assert out.min() >= -1 and out.max() <= 1
+
+
+def test_test_time_upsampling_matches_pil_bicubic():
+    lq = torch.rand(1, 3, 6, 6, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    # PIL's float mode (no 8-bit clamping between its two separable passes), channel by channel.
+    pil = [np.asarray(Image.fromarray(ch.numpy(), mode="F").resize((24, 24), Image.BICUBIC)) for ch in lq[0]]
+    expected = to_8bit_grid(torch.from_numpy(np.stack(pil))[None])
+    assert torch.allclose(upsample_test(lq, scale=4), expected, atol=1e-6)
+
+
+def test_state_dict_holds_only_trainable_tensors_and_round_trips(
+    method: OSEDiff, net: OSEDiffNet, fresh: OSEDiffNet, tmp_path: Path
+):
+    _step(method, net, seed=1)
+    state = net.state_dict()
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert set(state) == trainable
+    torch.save(state, tmp_path / "state.pt")
+    fresh.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    lq = _batch(2)[1]
+    a = method.restore(net, lq, generator=torch.Generator().manual_seed(0))
+    b = method.restore(fresh, lq, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        fresh.load_state_dict(state | {"vae.decoder.bogus": torch.zeros(1)})
+
+
+def test_exported_adapters_reload_into_a_fresh_net_and_check_placement(
+    method: OSEDiff, net: OSEDiffNet, fresh: OSEDiffNet, tmp_path: Path
+):
+    _step(method, net, seed=2)
+    folder = method.export_adapters(net, tmp_path / "adapters")
+    assert sorted(p.name for p in folder.iterdir()) == ["adapters.json", "adapters.safetensors"]
+    assert not all(torch.equal(v, fresh.state_dict()[k]) for k, v in net.state_dict().items())
+    method.import_adapters(fresh, folder)
+    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in net.state_dict().items())
+    json_file = folder / "adapters.json"
+    json_file.write_text(json_file.read_text().replace('"lora_rank": 4', '"lora_rank": 8'))
+    with pytest.raises(ValueError, match="lora_rank"):
+        method.import_adapters(fresh, folder)
+
+
+def test_prompt_file_without_keys_fails_in_loss(tiny_sd_dir: Path, net: OSEDiffNet, tmp_path: Path):
+    (tmp_path / "p.tsv").write_text("a\tcat\nb\tdog\n")
+    method = OSEDiff(OSEDiffConfig(sd_path=str(tiny_sd_dir), prompt_file=str(tmp_path / "p.tsv")))
+    hq, lq = _batch(0)
+    with pytest.raises(ValueError, match="needs the batch keys"):
+        method.loss(net, hq, lq, step=0, generator=torch.Generator().manual_seed(0))
+    loss, _ = method.loss(net, hq, lq, step=0, generator=torch.Generator().manual_seed(0), keys=["a", "b"])
+    assert torch.isfinite(loss)

@@ -1,0 +1,164 @@
+"""Restore an image or a folder with a trained checkpoint (state.pt + config.json): the inference CLI.
+
+    python pipelines/restore.py --checkpoint DIR --input IMG_OR_FOLDER --output DIR \
+        [--sampler sde|posterior|ode] [--steps N] [--seed S] [--tile 512 --overlap 32] [--max-memory-gb X]
+
+The method is rebuilt from the checkpoint's own config (process settings included); process flags given
+on the command line must agree with it. Large images go through overlapping tiles when asked or when
+the memory budget requires it. Legend: B batch, C channels, H, W sizes.
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.nets.latent_unet import LatentUNet  # noqa: E402
+from models.refusion import Refusion, RefusionConfig  # noqa: E402
+from models.tiling import choose_tile, measure_bytes_per_pixel, tiled  # noqa: E402
+from pipelines.batching import to_image, to_model  # noqa: E402
+from pipelines.checkpoints import load_state, read_config  # noqa: E402
+from pipelines.decode import decode_image  # noqa: E402
+from pipelines.recipes import MethodConfig, RunConfig, build_method  # noqa: E402
+from pipelines.sources import IMAGE_SUFFIXES  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+MAX_PIXELS = 200_000_000
+PROCESS_FLAGS = ("max_sigma", "T", "schedule", "eps")
+
+
+class CheckpointMismatch(ValueError):
+    """The command line asks for process settings the checkpoint was not trained with."""
+
+
+def method_for_restore(config: MethodConfig) -> Any:
+    """The method object; every weight comes from the checkpoint, so no external file is read."""
+    if isinstance(config, RefusionConfig) and config.latent is not None:
+        # The autoencoder weights are part of the Refusion state dict: start from a blank one.
+        return Refusion(config, autoencoder=LatentUNet(config.latent))
+    return build_method(config)
+
+
+def check_process_flags(config: MethodConfig, requested: dict[str, Any]) -> None:
+    """Raise CheckpointMismatch when a given flag differs from the checkpoint's process settings."""
+    if not isinstance(config, RefusionConfig):
+        return
+    stored = config.process_settings()
+    wrong = {k: (v, stored[k]) for k, v in requested.items() if v is not None and v != stored[k]}
+    if wrong:
+        details = ", ".join(f"--{k.replace('_', '-')} {got!r} but the checkpoint has {want!r}"
+                            for k, (got, want) in wrong.items())
+        raise CheckpointMismatch(f"process settings contradict the checkpoint: {details}. A model only works with "
+                                 f"the process it was trained with; drop these flags or use a matching checkpoint.")
+
+
+def load_checkpoint(directory: str | Path, *, device: torch.device) -> tuple[Any, torch.nn.Module, RunConfig]:
+    """(method, net in eval mode on device, run config); the EMA weights are used when saved."""
+    config = RunConfig.from_dict(read_config(directory))
+    method = method_for_restore(config.method)
+    net = method.build()
+    state = load_state(directory)
+    net.load_state_dict(state["ema"] if state["ema"] is not None else state["net"])
+    return method, net.to(device).eval(), config
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """Any 8/16-bit gray, RGB or RGBA file -> (1, 3, H, W) float32 in [-1, 1] (on the 8-bit grid)."""
+    rgb_HWC = decode_image(str(path), max_pixels=MAX_PIXELS)
+    rgb_HWC_uint8 = np.round(rgb_HWC * 255.0).astype(np.uint8)
+    return to_model(torch.from_numpy(rgb_HWC_uint8)[None])
+
+
+def write_image(path: Path, x_BCHW: torch.Tensor) -> None:
+    """(1, 3, H, W) in [-1, 1] -> 8-bit RGB PNG."""
+    rgb_HWC = to_image(x_BCHW)[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb_HWC, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"cannot write {path}")
+
+
+def list_inputs(src: Path) -> list[Path]:
+    if src.is_dir():
+        return sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not src.exists():
+        raise FileNotFoundError(src)
+    return [src]
+
+
+def restore_image(method: Any, net: torch.nn.Module, lq_BCHW: torch.Tensor, *, scale: int, seed: int,
+                  sampler: str | None, steps: int | None, tile: int | None, overlap: int,
+                  max_memory_gb: float | None, progress: bool) -> torch.Tensor:
+    """One image through the method, tiled when asked or when the budget needs it; seeded per image."""
+    generator = torch.Generator(lq_BCHW.device).manual_seed(seed)
+    kwargs = {"num_steps": steps, "mode": sampler} if isinstance(method, Refusion) else {}
+
+    def fn(lq_tile: torch.Tensor) -> torch.Tensor:
+        return method.restore(net, lq_tile, generator=generator, **kwargs)
+
+    if tile is None and max_memory_gb is not None:
+        # The peak of one reverse step is the peak of all of them: probe a 128px crop with one step.
+        probe_kwargs = {**kwargs, "num_steps": 1} if kwargs else {}
+        bytes_per_pixel = measure_bytes_per_pixel(
+            lambda x: method.restore(net, x, generator=generator, **probe_kwargs), lq_BCHW[..., :128, :128])
+        tile = choose_tile(*lq_BCHW.shape[-2:], max_bytes=max_memory_gb * 2**30, bytes_per_pixel=bytes_per_pixel)
+        logger.info("memory budget %.2f GiB, %.0f B/px: %s", max_memory_gb, bytes_per_pixel,
+                    "one pass" if tile is None else f"tiles of {tile}px")
+    if tile is None:
+        return fn(lq_BCHW)
+    return tiled(fn, lq_BCHW, scale=scale, tile=tile, overlap=overlap, progress=progress)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, type=Path, help="directory with state.pt and config.json")
+    p.add_argument("--input", required=True, type=Path, help="an image file or a folder of images")
+    p.add_argument("--output", required=True, type=Path, help="folder for the restored PNGs")
+    p.add_argument("--sampler", choices=("sde", "posterior", "ode"), help="default: the checkpoint's")
+    p.add_argument("--steps", type=int, help="reverse steps (default: the checkpoint's, all T)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tile", type=int, help="lq tile size; default one pass (or what --max-memory-gb allows)")
+    p.add_argument("--overlap", type=int, default=32)
+    p.add_argument("--max-memory-gb", type=float, help="pick a tile size so the estimated peak fits")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--max-sigma", type=float, help="must match the checkpoint (a safety check)")
+    p.add_argument("--T", type=int, help="must match the checkpoint (a safety check)")
+    p.add_argument("--schedule", help="must match the checkpoint (a safety check)")
+    p.add_argument("--eps", type=float, help="must match the checkpoint (a safety check)")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    """Restore every input image; returns the written paths."""
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    method, net, config = load_checkpoint(args.checkpoint, device=device)
+    check_process_flags(config.method, {k: getattr(args, k) for k in PROCESS_FLAGS})
+    written = []
+    for i, path in enumerate(list_inputs(args.input)):
+        lq_BCHW = read_image(path).to(device)
+        out_BCHW = restore_image(method, net, lq_BCHW, scale=config.method.scale, seed=args.seed + i,
+                                 sampler=args.sampler, steps=args.steps, tile=args.tile, overlap=args.overlap,
+                                 max_memory_gb=args.max_memory_gb, progress=not args.no_progress)
+        target = args.output / f"{path.stem}.png"
+        write_image(target, out_BCHW)
+        logger.info("%s -> %s", path, target)
+        written.append(target)
+    return written
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        main()
+    except CheckpointMismatch as err:
+        sys.exit(f"error: {err}")

@@ -8,6 +8,8 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
+import os
 import time
 from pathlib import Path
 
@@ -20,9 +22,9 @@ from ray.train.torch import TorchTrainer
 
 from pipelines import tracking
 from pipelines.checkpoints import find_latest_checkpoint, read_config_uri, run_uri
-from pipelines.data import build_train_dataset
-from pipelines.sources import FolderSource
+from pipelines.data import build_train_dataset, execution_options as data_execution_options
 from pipelines.recipes import METHODS, RECIPES, RunConfig, apply_overrides
+from pipelines.sources import FolderSource
 from pipelines.train import train_loop_per_worker
 
 logger = logging.getLogger(__name__)
@@ -112,17 +114,33 @@ def main(argv: list[str] | None = None) -> None:
 
     target = start_tracking(config, args, storage_path=storage_path, run=run)
     started = time.perf_counter()
+    owns_ray = not ray.is_initialized()
     try:
         with tracking.run_status(target):  # FINISHED, FAILED, or KILLED on Ctrl-C / SIGTERM (ray job stop)
-            ray.init(ignore_reinit_error=True)
+            if owns_ray:
+                init_ray(config)
             ray.data.DataContext.get_current().enable_progress_bars = False  # our progress line says enough
             build_trainer(config, target=target, resume=resume, storage_path=storage_path, run=run).fit()
             final = find_latest_checkpoint(storage_path, config.name)
             if final is not None and "://" not in final[0]:
                 tracking.log_artifacts(target, final[0], "checkpoint")
     finally:
-        ray.shutdown()
+        if owns_ray:
+            ray.shutdown()
     summary(config, run=run, final=final, target=target, seconds=time.perf_counter() - started)
+
+
+def init_ray(config: RunConfig) -> None:
+    """Join RAY_ADDRESS (set by `ray job submit`) or start a local Ray with enough logical CPUs for the run.
+
+    Logical CPUs may exceed the cores: a trainer that books every CPU would starve the Ray Data actors.
+    """
+    if "RAY_ADDRESS" in os.environ:
+        ray.init()
+        return
+    needed = (config.scaling.num_workers * config.scaling.cpus_per_worker
+              + config.data.num_cpu_workers * config.data.cpus_per_worker + 1)
+    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)))
 
 
 def build_trainer(config: RunConfig, *, target: tracking.TrackingTarget, resume: tuple[str, int] | None,
@@ -154,6 +172,8 @@ def build_trainer(config: RunConfig, *, target: tracking.TrackingTarget, resume:
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.train.keep_last),
         ),
         datasets={"train": dataset},
+        # Train replaces the dataset's execution options; keep preserve_order so the stream is reproducible.
+        dataset_config=ray.train.DataConfig(execution_options=data_execution_options()),
     )
 
 

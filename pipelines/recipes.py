@@ -145,7 +145,7 @@ def debug() -> RunConfig:
         method=dataclasses.replace(refusion_tiny(), T=20),
         data=DataConfig(degradation=GaussianNoiseConfig(sigma_range=(10.0, 30.0)), patch_size=64, crop_margin=0,
                         num_cpu_workers=1, batch_size=8),
-        optim=OptimConfig(name="adam", lr=1e-3, scheduler="cosine", eta_min=1e-5),
+        optim=OptimConfig(name="adam", lr=1e-2, scheduler="cosine", eta_min=1e-4),  # tiny net, few steps
         # EMA over the last ~10 steps: the paper's 0.995 / 10 would keep the initial weights in a 30-step run.
         train=TrainConfig(num_steps=30, batch_size=4, val_every=15, ckpt_every=15, log_every=5, num_val_images=2,
                           ema_beta=0.9, ema_every=1),

@@ -56,6 +56,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     config = RunConfig.from_dict(loop_config["run"])
     rank, world_size = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
     device = ray.train.torch.get_device()
+    if device.type == "cpu":  # one intra-op thread per booked CPU: more oversubscribes a node shared with Ray Data
+        torch.set_num_threads(max(1, int(config.scaling.cpus_per_worker)))
     torch.manual_seed(config.seed)  # the only global seeding: identical initial weights on every rank
 
     method = build_method(config.method)

@@ -1,0 +1,193 @@
+"""End-to-end training runs through the CLI entry point (pipelines/launch.py::main), on a local Ray.
+
+Regenerate the pinned debug losses after an intended change of the numerics:
+    .venv/bin/python tests/pipelines/test_train.py --regenerate-golden
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "assets" / "golden_loss_debug.txt"
+GOLDEN_ARGS = ["--set", "train.log_every=1"]  # the debug recipe, logging every step's loss
+CRASH_STEP = 20  # rank 1 exits once after this step; the last checkpoint before it is at step 15
+
+
+def run_cli(args: list[str]) -> None:
+    from pipelines.launch import main
+
+    main(args)
+
+
+def mlflow_run(storage: Path, name: str):
+    from mlflow.tracking import MlflowClient
+
+    stored = json.loads((storage / name / "mlflow_run.json").read_text())
+    client = MlflowClient(stored["uri"])
+    return client, client.get_run(stored["run_id"])
+
+
+def losses(storage: Path, name: str) -> dict[int, float]:
+    client, run = mlflow_run(storage, name)
+    return {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train/loss")}
+
+
+def read_golden() -> dict[int, float]:
+    rows = [line.split() for line in GOLDEN.read_text().splitlines() if line and not line.startswith("#")]
+    return {int(step): float(loss) for step, loss in rows}
+
+
+def write_golden(values: dict[int, float]) -> None:
+    header = ("# Per-step training loss of the debug recipe in Train local mode (CPU, seed 0).\n"
+              "# Regenerate: .venv/bin/python tests/pipelines/test_train.py --regenerate-golden\n")
+    GOLDEN.write_text(header + "".join(f"{step} {loss:.8f}\n" for step, loss in sorted(values.items())))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_the_smoke_test_on_a_token_auth_cluster(tmp_path):
+    # First in the file: it starts its own cluster, before the module's in-process Ray exists.
+    env = os.environ | {"PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
+                        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+    env.pop("RAY_ADDRESS", None)
+    dashboard = _free_port()
+    head = subprocess.Popen(
+        ["ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={_free_port()}",
+         f"--dashboard-port={dashboard}", "--num-cpus=4", "--include-dashboard=true",
+         f"--ray-client-server-port={_free_port()}"],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        submit = ["ray", "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", ".", "--",
+                  "python", "pipelines/train.py", "--smoke-test", "--storage-path", str(tmp_path), "--name", "smoke"]
+        for _ in range(60):  # the dashboard's job API comes up a few seconds after the head
+            done = subprocess.run(submit, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+            if "Connection refused" not in done.stdout + done.stderr and "ConnectionError" not in done.stderr:
+                break
+            time.sleep(2)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "succeeded" in done.stdout + done.stderr
+        assert (tmp_path / "smoke" / "checkpoint_00000008" / "state.pt").is_file()
+        _, run = mlflow_run(tmp_path, "smoke")
+        assert run.info.status == "FINISHED"
+    finally:
+        head.terminate()  # `ray start --block` stops the processes of this cluster only
+        head.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    import ray
+
+    crash_marker = tmp_path_factory.mktemp("crash") / "crashed"
+    # TEST ONLY (pipelines/train.py::_test_only_crash): rank 1 exits once after CRASH_STEP. Set before Ray starts
+    # so that the worker processes inherit it; local-mode runs have rank 0 only and never crash.
+    os.environ["RESTORATION_TEST_CRASH"] = f"1:{CRASH_STEP}:{crash_marker}"
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"
+    ray.init(num_cpus=4, include_dashboard=False)
+    yield crash_marker
+    ray.shutdown()
+    del os.environ["RESTORATION_TEST_CRASH"]
+
+
+@pytest.fixture(scope="module")
+def debug_run(local_ray, tmp_path_factory) -> Path:
+    storage = tmp_path_factory.mktemp("storage")
+    run_cli(["--storage-path", str(storage), "--name", "golden", *GOLDEN_ARGS])
+    return storage
+
+
+@pytest.mark.slow
+def test_debug_recipe_in_local_mode_reproduces_the_golden_losses(debug_run):
+    got = losses(debug_run, "golden")
+    want = read_golden()
+    assert sorted(got) == sorted(want) == list(range(1, 31))
+    for step in want:
+        assert got[step] == pytest.approx(want[step], abs=1e-5), f"step {step}"
+
+
+@pytest.mark.slow
+def test_debug_run_keeps_the_last_checkpoints_and_a_complete_mlflow_run(debug_run):
+    from pipelines.checkpoints import load_state, read_config
+    from pipelines.recipes import RunConfig
+
+    names = sorted(p.name for p in (debug_run / "golden").iterdir() if p.name.startswith("checkpoint_"))
+    assert names == ["checkpoint_00000015", "checkpoint_00000030"]
+    final = debug_run / "golden" / "checkpoint_00000030"
+    state = load_state(final)
+    assert state["step"] == 30 and set(state) == {"net", "ema", "optimizer", "scheduler", "step"}
+    assert RunConfig.from_dict(read_config(final)).name == "golden"
+    client, run = mlflow_run(debug_run, "golden")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optim.lr"] == "0.01" and run.data.params["method.kind"] == "refusion"
+    assert {"train/loss", "train/lr", "train/samples_per_s", "train/data_wait_frac", "val/psnr", "val/ssim",
+            "val/lpips"} <= set(run.data.metrics)
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert {"config.json", "checkpoint", "images"} <= set(artifacts)
+
+
+@pytest.mark.slow
+def test_resume_from_a_checkpoint_continues_exactly(debug_run):
+    # A run that stopped at step 15: its checkpoint alone, resumed to step 30.
+    shutil.copytree(debug_run / "golden" / "checkpoint_00000015", debug_run / "cut" / "checkpoint_00000015")
+    config = json.loads((debug_run / "cut" / "checkpoint_00000015" / "config.json").read_text())
+    config["name"] = "cut"
+    (debug_run / "cut" / "checkpoint_00000015" / "config.json").write_text(json.dumps(config))
+    run_cli(["--resume", "cut", "--storage-path", str(debug_run)])
+    resumed, original = losses(debug_run, "cut"), losses(debug_run, "golden")
+    assert sorted(resumed) == list(range(16, 31))
+    for step in resumed:
+        assert resumed[step] == pytest.approx(original[step], abs=1e-5), f"step {step}"
+    assert sorted(p.name for p in (debug_run / "cut").iterdir() if p.name.startswith("checkpoint_")) == [
+        "checkpoint_00000015", "checkpoint_00000030"]
+
+
+@pytest.mark.slow
+def test_two_cpu_workers_learn_and_recover_from_a_killed_worker(local_ray, tmp_path):
+    from pipelines.checkpoints import load_state
+
+    run_cli(["--storage-path", str(tmp_path), "--name", "ddp", "--num-workers", "2",
+             "--set", "scaling.cpus_per_worker=1", "--set", "train.max_failures=1", "--set", "train.log_every=1"])
+    assert local_ray.exists(), "rank 1 was not killed"
+    client, run = mlflow_run(tmp_path, "ddp")
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    steps = [m.step for m in history]
+    # Steps 16..20 ran twice: once before the crash, once after restoring the step-15 checkpoint.
+    assert sorted(set(steps)) == list(range(1, 31)) and steps.count(18) == 2
+    by_step = {m.step: m.value for m in history}
+    first, last = [by_step[s] for s in range(1, 6)], [by_step[s] for s in range(26, 31)]
+    assert sum(last) < 0.8 * sum(first)
+    assert load_state(tmp_path / "ddp" / "checkpoint_00000030")["step"] == 30
+    assert "images" in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--regenerate-golden"]:
+    import tempfile
+
+    import ray
+
+    sys.path.insert(0, str(ROOT))
+    torch.set_num_threads(1)
+    storage = Path(tempfile.mkdtemp())
+    ray.init(num_cpus=4, include_dashboard=False)
+    try:
+        run_cli(["--storage-path", str(storage), "--name", "golden", *GOLDEN_ARGS])
+    finally:
+        ray.shutdown()
+    write_golden(losses(storage, "golden"))
+    print(f"wrote {GOLDEN}")

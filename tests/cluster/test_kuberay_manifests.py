@@ -2,6 +2,7 @@
 
 import copy
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,23 @@ def test_rayjob_runs_the_training_entrypoint_and_cleans_up():
     runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
     assert runtime_env["working_dir"].endswith(".zip")
     assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] > 0
+
+
+def _train_commands(text: str) -> list[list[str]]:
+    """Arguments of every `python pipelines/train.py ...` command in a text (continuation lines joined)."""
+    joined = re.sub(r"\\\n\s*#?\s*", " ", text)
+    return [shlex.split(m) for m in re.findall(r"python pipelines/train\.py([^\n`]*)", joined)]
+
+
+@pytest.mark.parametrize("name", ["cluster/k8s/rayjob.yaml", "cluster/README.md", "cluster/aws.yaml", "cluster/gcp.yaml"])
+def test_documented_training_commands_parse_with_the_real_cli(name):
+    from pipelines.launch import parse_args
+
+    text = (ROOT / name).read_text()
+    if name.endswith("rayjob.yaml"):
+        text = "python pipelines/train.py " + _load(name)["spec"]["entrypoint"].split("train.py", 1)[1]
+    commands = _train_commands(text)
+    assert commands, name
+    for argv in commands:
+        args = parse_args(argv)
+        assert args.storage_path and args.num_workers >= 1 and args.use_gpu, argv

@@ -16,16 +16,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import ray  # noqa: E402
-import ray.data  # noqa: E402
-import torch  # noqa: E402
+import ray
+import ray.data
+import torch
 
-from degradations import MotionBlurConfig  # noqa: E402
-from pipelines.batching import to_model  # noqa: E402
-from pipelines.data import build_train_dataset  # noqa: E402
-from pipelines.optim import build_optimizer, build_scheduler  # noqa: E402
-from pipelines.recipes import RECIPES, RunConfig, build_method  # noqa: E402
-from pipelines.samples import SampleImages  # noqa: E402
+from degradations import MotionBlurConfig
+from pipelines.batching import to_model
+from pipelines.data import build_train_dataset
+from pipelines.optim import build_optimizer, build_scheduler
+from pipelines.recipes import RECIPES, RunConfig, build_method
+from pipelines.samples import SampleImages
 
 
 def bench_config(name: str, *, num_cpu_workers: int) -> RunConfig:
@@ -114,7 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    ray.init(num_cpus=max(4, args.data_workers + 2), include_dashboard=False)
+    ray.init(address="local", num_cpus=max(4, args.data_workers + 2), include_dashboard=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     results = []
     try:

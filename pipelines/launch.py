@@ -22,7 +22,8 @@ from ray.train.torch import TorchTrainer
 
 from pipelines import tracking
 from pipelines.checkpoints import find_latest_checkpoint, read_config_uri, run_uri
-from pipelines.data import build_train_dataset, execution_options as data_execution_options
+from pipelines.data import build_train_dataset
+from pipelines.data import execution_options as data_execution_options
 from pipelines.recipes import METHODS, RECIPES, RunConfig, apply_overrides
 from pipelines.sources import FolderSource
 from pipelines.train import train_loop_per_worker
@@ -140,7 +141,8 @@ def init_ray(config: RunConfig) -> None:
         return
     needed = (config.scaling.num_workers * config.scaling.cpus_per_worker
               + config.data.num_cpu_workers * config.data.cpus_per_worker + 1)
-    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)))
+    # address="local": never join another cluster that happens to run on this machine.
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(needed)))
 
 
 def build_trainer(config: RunConfig, *, target: tracking.TrackingTarget, resume: tuple[str, int] | None,
@@ -208,8 +210,8 @@ def summary(config: RunConfig, *, run: str, final: tuple[str, int] | None, targe
         f"run {config.name} finished in {seconds:.0f} s",
         f"  checkpoint: {final[0] if final else 'none'}" + (f" (step {final[1]})" if final else ""),
         f"  mlflow:     {tracking.run_url(target) or 'tracking was off'}",
-        f"  resume:     python pipelines/train.py --resume {config.name} --storage-path {_absolute(config.storage_path)} "
-        f"--set train.num_steps=N",
+        (f"  resume:     python pipelines/train.py --resume {config.name} "
+         f"--storage-path {_absolute(config.storage_path)} --set train.num_steps=N"),
     ]
     print("\n".join(lines), flush=True)
 

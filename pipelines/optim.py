@@ -48,7 +48,7 @@ class OptimConfig:
 
 def build_optimizer(config: OptimConfig, param_groups: list[dict]) -> torch.optim.Optimizer:
     """The optimiser over the method's trainable parameter groups."""
-    kwargs = dict(lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    kwargs = {"lr": config.lr, "betas": config.betas, "weight_decay": config.weight_decay}
     if config.name == "lion":
         return Lion(param_groups, **kwargs)
     if config.name == "adam":

@@ -16,11 +16,23 @@ import yaml
 from degradations import BicubicConfig, GaussianNoiseConfig
 from models.nets.latent_unet import DEHAZE_UNET
 from models.nets.nafnet import REFUSION_NAFNET
-from models.refusion import LatentAutoencoder, LatentAutoencoderConfig, Refusion, RefusionConfig, refusion_tiny
-from pipelines.config_dict import deep_merge, from_dict, parse_scalar, set_dotted, to_dict
+from models.refusion import (
+    LatentAutoencoder,
+    LatentAutoencoderConfig,
+    Refusion,
+    RefusionConfig,
+    refusion_tiny,
+)
+from pipelines.config_dict import (
+    deep_merge,
+    from_dict,
+    parse_scalar,
+    set_dotted,
+    to_dict,
+)
 from pipelines.data import DataConfig
-from pipelines.sources import FolderSource, PairedFolderSource
 from pipelines.optim import OptimConfig
+from pipelines.sources import FolderSource, PairedFolderSource
 
 # kind -> (config class, method class). A new method is one line here.
 METHODS: dict[str, tuple[type, type]] = {

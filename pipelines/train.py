@@ -29,7 +29,12 @@ from torch import nn
 
 from models.metrics import ImageMetrics
 from pipelines.batching import to_model
-from pipelines.checkpoints import checkpoint_name, load_state, persist_checkpoint, write_checkpoint
+from pipelines.checkpoints import (
+    checkpoint_name,
+    load_state,
+    persist_checkpoint,
+    write_checkpoint,
+)
 from pipelines.data import build_val_set
 from pipelines.evaluate import evaluate
 from pipelines.optim import build_ema, build_optimizer, build_scheduler, update_ema

@@ -3,7 +3,13 @@ import torch
 from lion_pytorch import Lion
 from torch import nn
 
-from pipelines.optim import OptimConfig, build_ema, build_optimizer, build_scheduler, update_ema
+from pipelines.optim import (
+    OptimConfig,
+    build_ema,
+    build_optimizer,
+    build_scheduler,
+    update_ema,
+)
 
 
 def _params():

@@ -39,10 +39,9 @@ def test_tracker_logs_metrics_and_images_into_the_run(tmp_path):
 @pytest.mark.parametrize(("error", "status"), [(None, "FINISHED"), (RuntimeError, "FAILED"), (KeyboardInterrupt, "KILLED")])
 def test_run_status_never_leaves_the_run_running(tmp_path, error, status):
     target = _start(tmp_path)
-    with pytest.raises(error) if error else _nothing():
-        with tracking.run_status(target):
-            if error:
-                raise error("stop")
+    with pytest.raises(error) if error else _nothing(), tracking.run_status(target):
+        if error:
+            raise error("stop")
     assert MlflowClient(target.uri).get_run(target.run_id).info.status == status
 
 

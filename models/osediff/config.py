@@ -28,6 +28,7 @@ class OSEDiffConfig:
     is appended to the tags, or used alone for every image when neither is set.
     """
 
+    kind: Literal["osediff"] = "osediff"
     sd_path: str = "stabilityai/stable-diffusion-2-1-base"
     scale: int = 4
     t_gen: int = 999  # the single generator timestep
@@ -50,6 +51,8 @@ class OSEDiffConfig:
     color_fix: Literal["adain", "none"] = "adain"  # restore only, against the upsampled LQ
 
     def __post_init__(self) -> None:
+        if self.kind != "osediff":
+            raise ValueError(f"kind must be 'osediff', got {self.kind!r}")
         if not self.sd_path:
             raise ValueError("sd_path must name a local SD 2.1-base folder or a hub id, got ''")
         if self.scale < 1:

@@ -118,7 +118,9 @@ def test_state_dict_holds_only_trainable_tensors_and_round_trips(
     lq = _batch(2)[1]
     a = method.restore(net, lq, generator=torch.Generator().manual_seed(0))
     b = method.restore(fresh, lq, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(a, b)
+    loaded = fresh.state_dict()
+    assert all(torch.equal(v, loaded[k]) for k, v in state.items())
+    assert torch.allclose(a, b, atol=1e-5)  # two module instances may differ in the last float bit
     with pytest.raises(RuntimeError, match="Unexpected key"):
         fresh.load_state_dict(state | {"vae.decoder.bogus": torch.zeros(1)})
 
@@ -129,9 +131,11 @@ def test_exported_adapters_reload_into_a_fresh_net_and_check_placement(
     _step(method, net, seed=2)
     folder = method.export_adapters(net, tmp_path / "adapters")
     assert sorted(p.name for p in folder.iterdir()) == ["adapters.json", "adapters.safetensors"]
-    assert not all(torch.equal(v, fresh.state_dict()[k]) for k, v in net.state_dict().items())
+    trained, untrained = net.state_dict(), fresh.state_dict()
+    assert not all(torch.equal(v, untrained[k]) for k, v in trained.items())
     method.import_adapters(fresh, folder)
-    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in net.state_dict().items())
+    imported = fresh.state_dict()
+    assert all(torch.equal(v, imported[k]) for k, v in trained.items())
     json_file = folder / "adapters.json"
     json_file.write_text(json_file.read_text().replace('"lora_rank": 4', '"lora_rank": 8'))
     with pytest.raises(ValueError, match="lora_rank"):

@@ -106,6 +106,7 @@ def plot_metric_vs_setting(trials: list[TrialCurves], path: Path, *, xlabel: str
         ax.set_xticks(range(len(labels)), labels, rotation=20)
         ax.set_xlabel(xlabel)
         ax.set_title(f"best {column} ({'higher' if higher else 'lower'} is better)")
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -1,0 +1,85 @@
+"""The MLflow UI (tuning/ui.py) in headless Chromium: the compare page lists both trials and the swept value.
+
+Needs Debian's Chromium: `apt-get install -y chromium` (skipped without /usr/bin/chromium). The screenshot
+goes to tests/artifacts/mlflow_compare.png (or $TEST_ARTIFACTS_DIR).
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.tuning.conftest import ROOT, study_runs
+from tuning.ui import server_command, wait_until_up
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_ui(two_trial_study):
+    port = _free_port()
+    # Own process group: the server's workers are stopped with it.
+    server = subprocess.Popen(server_command(two_trial_study, port=port), cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, timeout_s=120, process=server)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def test_compare_page_lists_both_trials_with_the_swept_parameter(two_trial_study, mlflow_ui):
+    from playwright.sync_api import sync_playwright
+
+    _, parent, children = study_runs(two_trial_study)
+    children = sorted(children, key=lambda c: float(c.data.params["method.max_sigma"]))
+    run_ids = [c.info.run_id for c in children]
+    compare = (f"{mlflow_ui}/#/compare-runs?runs={json.dumps(run_ids)}"
+               f"&experiments={json.dumps([parent.info.experiment_id])}")
+    artifacts = Path(os.environ.get("TEST_ARTIFACTS_DIR", ROOT / "tests" / "artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    screenshot = artifacts / "mlflow_compare.png"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(compare)
+            page.get_by_text("Comparing 2 Runs").wait_for(timeout=60_000)
+            page.get_by_text("sigma-70").first.wait_for(timeout=60_000)
+            text = page.inner_text("body")
+            # For the screenshot: the parameter table reduced to what differs (the swept value, the run name).
+            page.get_by_role("switch").first.click()
+            page.get_by_text("Parameters", exact=True).last.scroll_into_view_if_needed()
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    print(f"screenshot: {screenshot}")
+    assert "sigma-10" in text and "sigma-70" in text
+    assert all(run_id in text for run_id in run_ids)
+    # The parameters table has one row per param with one column per run, in URL order.
+    assert re.search(r"method\.max_sigma\s+10(\.0)?\s+70(\.0)?", text), text[:3000]
+    assert screenshot.read_bytes()[:4] == b"\x89PNG"

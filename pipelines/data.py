@@ -20,7 +20,7 @@ import ray.data
 from degradations import BicubicConfig, GaussianNoiseConfig, MotionBlurConfig, RealESRGANConfig, degrade
 from degradations.crop import ImageTooSmall, augment_pair, paired_crop, random_crop
 from degradations.sharpen import usm_sharpen
-from pipelines.decode import DecodeError, decode_image
+from pipelines.decode import DecodeCache, DecodeError, decode_image
 from pipelines.samples import SampleImages
 from pipelines.sources import FolderSource, Manifest, PairedFolderSource, ParquetSource, Sample
 
@@ -63,6 +63,7 @@ class DataConfig:
     cpus_per_worker: float = 1.0
     batch_size: int = 16
     max_image_pixels: int = 100_000_000
+    decode_cache_mb: int = 256  # per worker; decoded images kept for later epochs (0: off)
 
     def __post_init__(self) -> None:
         paired = isinstance(self.source, PairedFolderSource)
@@ -79,6 +80,8 @@ class DataConfig:
             raise ValueError(f"crop_margin={self.crop_margin}: must be a non-negative multiple of scale={self.scale}")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed={self.seed}: must be in [0, 2**32)")
+        if self.decode_cache_mb < 0:
+            raise ValueError(f"decode_cache_mb={self.decode_cache_mb}: must be >= 0")
         for name in ("num_cpu_workers", "batch_size", "max_image_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
@@ -111,22 +114,36 @@ def locate(index: np.ndarray, *, num_images: int, seed: int) -> tuple[np.ndarray
     return epoch, sample_id
 
 
-def make_pair(sample: Sample, *, epoch: int, config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+def make_pair(
+    sample: Sample, *, epoch: int, config: DataConfig, cache: DecodeCache | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """One training pair from (seed, epoch, sample_id) alone: hq PxPx3 and lq (P/s)x(P/s)x3, uint8.
 
     Raises DecodeError (ImageTooLarge included), ImageTooSmall (small="skip") or PairSizeMismatch for
     a sample that must be skipped.
     """
     rng = np.random.default_rng([config.seed, epoch, sample.sample_id])
-    hq = decode_image(sample.hq, max_pixels=config.max_image_pixels)
-    if sample.lq is None:
+    hq, lq = _load(sample, config, cache)
+    if lq is None:
         hq, lq = _synthesise(hq, config, rng, crop=random_crop)
     else:
-        lq = decode_image(sample.lq, max_pixels=config.max_image_pixels)
         hq, lq = _fit_pair(hq, lq, config)
     hq, lq = paired_crop(hq, lq, config.patch_size, config.scale, rng)
     hq, lq = augment_pair(hq, lq, rng, hflip=config.hflip, rot=config.rot)
     return _to_uint8(hq), _to_uint8(lq)
+
+
+def _load(sample: Sample, config: DataConfig, cache: DecodeCache | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The decoded hq and (paired sources only) lq of a sample."""
+    images = []
+    for key, src in (("hq", sample.hq), ("lq", sample.lq)):
+        if src is None:
+            images.append(None)
+        elif cache is None:
+            images.append(decode_image(src, max_pixels=config.max_image_pixels))
+        else:
+            images.append(cache.decode((sample.sample_id, key), src, max_pixels=config.max_image_pixels))
+    return images[0], images[1]
 
 
 def _synthesise(
@@ -167,6 +184,7 @@ class PairMaker:
         self.config, self.samples, self.start_index = config, manifest.samples, start_index
         self.num_skipped: collections.Counter[str] = collections.Counter()
         self.warned: set[int] = set()
+        self.cache = DecodeCache(config.decode_cache_mb * 2**20)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         index = batch["id"].astype(np.int64) + self.start_index
@@ -174,7 +192,7 @@ class PairMaker:
         rows = collections.defaultdict(list)
         for i, e, s in zip(index, epoch, sample_id):
             pair = make_pair_or_skip(self.samples[s], epoch=int(e), config=self.config, counter=self.num_skipped,
-                                     warned=self.warned)
+                                     warned=self.warned, cache=self.cache)
             if pair is not None:
                 for key, value in zip(("hq", "lq", "sample_id", "epoch", "index"), (*pair, s, e, i)):
                     rows[key].append(value)
@@ -187,11 +205,17 @@ class PairMaker:
 
 
 def make_pair_or_skip(
-    sample: Sample, *, epoch: int, config: DataConfig, counter: collections.Counter, warned: set[int]
+    sample: Sample,
+    *,
+    epoch: int,
+    config: DataConfig,
+    counter: collections.Counter,
+    warned: set[int],
+    cache: DecodeCache | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """make_pair, or None for a bad sample: counted in `counter` by reason, warned about once per sample."""
     try:
-        return make_pair(sample, epoch=epoch, config=config)
+        return make_pair(sample, epoch=epoch, config=config, cache=cache)
     except SKIPPED as e:
         counter[type(e).__name__] += 1
         if sample.sample_id not in warned:
@@ -262,11 +286,10 @@ def _val_pair_or_skip(sample: Sample, config: DataConfig, counter: collections.C
 def _val_pair(sample: Sample, config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
     # Ends in 2: never equal to a training key ([seed, epoch, sample_id, 0] or [seed, epoch, 0, 1]).
     rng = np.random.default_rng([VAL_SEED, sample.sample_id, 0, 2])
-    hq = decode_image(sample.hq, max_pixels=config.max_image_pixels)
-    if sample.lq is None:
+    hq, lq = _load(sample, config, cache=None)
+    if lq is None:
         hq, lq = _synthesise(hq, config, rng, crop=_centre_crop)
     else:
-        lq = decode_image(sample.lq, max_pixels=config.max_image_pixels)
         hq, lq = _fit_pair(hq, lq, config)
     q = config.patch_size // config.scale
     top, left = (lq.shape[0] - q) // 2, (lq.shape[1] - q) // 2

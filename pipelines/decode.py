@@ -95,3 +95,25 @@ def _to_rgb_float(pixels: np.ndarray, where: str) -> np.ndarray:
         # Composite over black: transparent regions carry no trustworthy colour.
         return np.ascontiguousarray(img[:, :, 2::-1] * img[:, :, 3:4])
     raise DecodeError(f"{where}: unsupported channel count {num_channels}")
+
+
+class DecodeCache:
+    """Decoded images kept by key until `max_bytes` is used up; later images are decoded on every call.
+
+    For small data sets (the embedded samples, a few dozen photos), decoding costs as much as degrading
+    a crop. Cached arrays are read-only, so an in-place edit downstream fails loudly.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.num_bytes = max_bytes, 0
+        self.images: dict[object, np.ndarray] = {}
+
+    def decode(self, key: object, src: str | bytes, *, max_pixels: int) -> np.ndarray:
+        img = self.images.get(key)
+        if img is None:
+            img = decode_image(src, max_pixels=max_pixels)
+            if self.num_bytes + img.nbytes <= self.max_bytes:
+                img.flags.writeable = False
+                self.images[key] = img
+                self.num_bytes += img.nbytes
+        return img

@@ -300,3 +300,16 @@ def test_ray_stream_is_identical_for_1_and_2_workers_and_resumes_from_start_inde
         assert tail[key].tobytes() == one[key][5:].tobytes(), key
     pure = _run_udf(config, start_index=0, ids=np.arange(12))
     assert pure["hq"].tobytes() == one["hq"].tobytes() and pure["lq"].tobytes() == one["lq"].tobytes()
+
+
+def test_decode_cache_does_not_change_pairs(tmp_path):
+    from pipelines.decode import DecodeCache
+
+    config = _config(_folder(tmp_path, [(48, 48), (40, 56)]))
+    cache = DecodeCache(2**20)
+    for sample in config.source.manifest().samples:
+        for epoch in range(2):
+            cached = make_pair(sample, epoch=epoch, config=config, cache=cache)
+            plain = make_pair(sample, epoch=epoch, config=config)
+            assert cached[0].tobytes() == plain[0].tobytes() and cached[1].tobytes() == plain[1].tobytes()
+    assert len(cache.images) == 2

@@ -128,3 +128,16 @@ def test_image_over_max_pixels_is_refused_before_decoding():
     with pytest.raises(ImageTooLarge):
         decode_image(data, max_pixels=100 * 100 - 1)
     assert decode_image(data, max_pixels=100 * 100).shape == (100, 100, 3)
+
+
+def test_decode_cache_returns_read_only_copies_within_budget():
+    from pipelines.decode import DecodeCache
+
+    small, big = _pil_bytes(_rgb8(4, 4), "PNG"), _pil_bytes(_rgb8(40, 40), "PNG")
+    cache = DecodeCache(max_bytes=4 * 4 * 3 * 4)  # room for the small image only
+    first = cache.decode("small", small, max_pixels=MAX)
+    assert cache.decode("small", small, max_pixels=MAX) is first
+    assert not first.flags.writeable
+    np.testing.assert_array_equal(first, decode_image(small, max_pixels=MAX))
+    assert cache.decode("big", big, max_pixels=MAX) is not cache.decode("big", big, max_pixels=MAX)
+    assert list(cache.images) == ["small"]

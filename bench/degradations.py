@@ -22,7 +22,6 @@ from pipelines.data import DataConfig, build_train_dataset, make_pair
 from pipelines.decode import DecodeCache, decode_image
 from pipelines.samples import SampleImages
 
-
 FULL = "full pair, decode cache (as the workers)"
 
 

@@ -17,12 +17,24 @@ import numpy as np
 import ray
 import ray.data
 
-from degradations import BicubicConfig, GaussianNoiseConfig, MotionBlurConfig, RealESRGANConfig, degrade
+from degradations import (
+    BicubicConfig,
+    GaussianNoiseConfig,
+    MotionBlurConfig,
+    RealESRGANConfig,
+    degrade,
+)
 from degradations.crop import ImageTooSmall, augment_pair, paired_crop, random_crop
 from degradations.sharpen import usm_sharpen
 from pipelines.decode import DecodeCache, DecodeError, decode_image
 from pipelines.samples import SampleImages
-from pipelines.sources import FolderSource, Manifest, PairedFolderSource, ParquetSource, Sample
+from pipelines.sources import (
+    FolderSource,
+    Manifest,
+    PairedFolderSource,
+    ParquetSource,
+    Sample,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ class FolderSource:
 
     def __post_init__(self) -> None:
         if isinstance(self.paths, str):
-            raise ValueError(f"paths must be a tuple of strings, got the string {self.paths!r}")
+            raise TypeError(f"paths must be a tuple of strings, got the string {self.paths!r}")
         if not self.paths:
             raise ValueError("paths is empty: give at least one folder, glob or file")
 

@@ -47,8 +47,8 @@ def _folder(tmp_path, sizes, bad=()):
 
 
 def _config(source, **overrides):
-    fields = dict(source=source, degradation=RealESRGANConfig(), patch_size=32, crop_margin=8, hflip=True, rot=True,
-                  num_cpu_workers=1, batch_size=4)
+    fields = {"source": source, "degradation": RealESRGANConfig(), "patch_size": 32, "crop_margin": 8,
+              "hflip": True, "rot": True, "num_cpu_workers": 1, "batch_size": 4}
     return DataConfig(**(fields | overrides))
 
 

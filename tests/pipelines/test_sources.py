@@ -57,7 +57,7 @@ def test_folder_source_without_images_raises(tmp_path):
         FolderSource(paths=(str(tmp_path),)).manifest()
     with pytest.raises(FileNotFoundError):
         FolderSource(paths=(str(tmp_path / "nothing*.png"),)).manifest()
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError):
         FolderSource(paths=str(tmp_path))
 
 

@@ -15,7 +15,12 @@ from torch.nn.parallel import DistributedDataParallel
 from models.osediff.config import OSEDiffConfig
 from models.osediff.lora import export_adapters, import_adapters
 from models.osediff.net import OSEDiffNet
-from models.osediff.prompts import encode_prompts, join_prompt, prompts_from_file, read_prompt_file
+from models.osediff.prompts import (
+    encode_prompts,
+    join_prompt,
+    prompts_from_file,
+    read_prompt_file,
+)
 from models.osediff.weights import SDParts, load_sd
 
 

@@ -72,7 +72,7 @@ class OSEDiffNet(nn.Module):
         self.vae = parts.vae.requires_grad_(False)
         self.unet = parts.unet.requires_grad_(False)
         self.score_unet = copy.deepcopy(self.unet)
-        lora = dict(rank=config.lora_rank, alpha=config.lora_alpha)
+        lora = {"rank": config.lora_rank, "alpha": config.lora_alpha}
         self.lora_targets = {
             "vae": add_vae_lora(self.vae, **lora),
             "unet": add_unet_lora(self.unet, **lora),

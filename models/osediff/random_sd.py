@@ -18,28 +18,28 @@ Kind = Literal["tiny", "sd21"]
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 UNET = {
-    "tiny": dict(
-        sample_size=16, layers_per_block=1, block_out_channels=(32, 64), norm_num_groups=8,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, use_linear_projection=True,
-    ),
-    "sd21": dict(
-        sample_size=64, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280), norm_num_groups=32,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
-    ),
+    "tiny": {
+        "sample_size": 16, "layers_per_block": 1, "block_out_channels": (32, 64), "norm_num_groups": 8,
+        "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"), "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+        "cross_attention_dim": 32, "attention_head_dim": 8, "use_linear_projection": True,
+    },
+    "sd21": {
+        "sample_size": 64, "layers_per_block": 2, "block_out_channels": (320, 640, 1280, 1280), "norm_num_groups": 32,
+        "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        "cross_attention_dim": 1024, "attention_head_dim": (5, 10, 20, 20), "use_linear_projection": True,
+    },
 }  # fmt: skip
 VAE = {
-    "tiny": dict(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, sample_size=32),
-    "sd21": dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, sample_size=768),
+    "tiny": {"block_out_channels": (16, 32), "layers_per_block": 1, "norm_num_groups": 8, "sample_size": 32},
+    "sd21": {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "norm_num_groups": 32, "sample_size": 768},
 }
 TEXT = {
-    "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=32),
-    "sd21": dict(
-        hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
-        projection_dim=512, hidden_act="gelu",
-    ),
+    "tiny": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "projection_dim": 32},
+    "sd21": {
+        "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 23, "num_attention_heads": 16,
+        "projection_dim": 512, "hidden_act": "gelu",
+    },
 }  # fmt: skip
 
 

@@ -3,7 +3,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.osediff.prompts import Tagger, encode_prompts, join_prompt, prompts_from_file, read_prompt_file
+from models.osediff.prompts import (
+    Tagger,
+    encode_prompts,
+    join_prompt,
+    prompts_from_file,
+    read_prompt_file,
+)
 from models.osediff.random_sd import random_sd
 
 

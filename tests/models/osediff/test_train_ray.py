@@ -8,7 +8,6 @@ import torch
 
 from models.osediff.recipes import osediff_tiny
 
-ray = pytest.importorskip("ray")
 recipes = pytest.importorskip("pipelines.recipes")
 
 NUM_STEPS = 2
@@ -16,7 +15,7 @@ NUM_STEPS = 2
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_two_worker_ray_train_run_writes_an_osediff_checkpoint(tmp_path: Path):
+def test_two_worker_ray_train_run_writes_an_osediff_checkpoint(ray_local, tmp_path: Path):
     if "osediff" not in recipes.METHODS:
         pytest.skip("pipelines/recipes.py does not register osediff in METHODS yet")
     from pipelines.checkpoints import find_latest_checkpoint, load_state
@@ -37,14 +36,10 @@ def test_two_worker_ray_train_run_writes_an_osediff_checkpoint(tmp_path: Path):
         scaling=recipes.ScalingSettings(num_workers=2, cpus_per_worker=1.0),
         storage_path=str(tmp_path / "runs"),
     )
-    ray.init(num_cpus=4, include_dashboard=False)
-    try:
-        result = build_trainer(
-            config, target=TrackingTarget(uri="", run_id=None), resume=None,
-            storage_path=config.storage_path, run=f"{config.storage_path}/{config.name}",
-        ).fit()  # fmt: skip
-    finally:
-        ray.shutdown()
+    result = build_trainer(
+        config, target=TrackingTarget(uri="", run_id=None), resume=None,
+        storage_path=config.storage_path, run=f"{config.storage_path}/{config.name}",
+    ).fit()  # fmt: skip
     assert result.error is None
     uri, step = find_latest_checkpoint(config.storage_path, config.name)
     assert step == NUM_STEPS

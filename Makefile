@@ -30,7 +30,7 @@ ui: $(STAMP)
 	$(PY) tuning/ui.py
 
 bench: $(STAMP)
-	$(PY) bench/degradations.py && $(PY) bench/refusion.py && $(PY) bench/ingest.py && $(PY) bench/methods.py && $(PY) bench/osediff.py
+	for b in degradations refusion ingest methods osediff; do $(PY) -m bench.$$b || exit 1; done
 
 clean:
 	rm -rf runs .pytest_cache

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 class DiffIRConfig:
     """One training stage of DiffIR; `init_from` is the stage-1 checkpoint directory that stage 2 starts from."""
 
+    kind: Literal["diffir"] = "diffir"
     stage: int = 1
     scale: int = 4
     dirformer: DIRformerConfig = field(default_factory=DIRformerConfig)
@@ -44,6 +45,8 @@ class DiffIRConfig:
     init_weights: Literal["ema", "net"] = "ema"  # which weights of the stage-1 checkpoint to start from
 
     def __post_init__(self) -> None:
+        if self.kind != "diffir":
+            raise ValueError(f"kind must be 'diffir', got {self.kind!r}")
         if self.stage not in (1, 2):
             raise ValueError(f"diffir.stage must be one of (1, 2), got {self.stage}")
         if self.scale not in SCALES:
@@ -149,15 +152,16 @@ class DiffIR:
         if self.config.stage == 1:
             out, _, _ = net(lq, hq)
             loss = F.l1_loss(out, hq)
-            return loss, {"l1_image": loss.item()}
+            return loss, {"loss": loss.item(), "l1_image": loss.item()}
         prior_only = step < self.config.prior_only_steps
         eps_BD = self._prior_noise(lq.shape[0], generator, lq.device)
         out, z_hat, z_teacher = net(lq, hq, eps_BD=eps_BD, with_image=not prior_only)
         loss_prior = F.l1_loss(z_hat, z_teacher)
         if prior_only:
-            return loss_prior, {"l1_prior": loss_prior.item()}
+            return loss_prior, {"loss": loss_prior.item(), "l1_prior": loss_prior.item()}
         loss_image = F.l1_loss(out, hq)
-        return loss_image + loss_prior, {"l1_image": loss_image.item(), "l1_prior": loss_prior.item()}
+        loss = loss_image + loss_prior
+        return loss, {"loss": loss.item(), "l1_image": loss_image.item(), "l1_prior": loss_prior.item()}
 
     @torch.no_grad()
     def restore(self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:

@@ -24,6 +24,7 @@ from models.processes.icdpm import SCHEDULES, ICDPM
 class MSGDConfig:
     """The icDPM, its UNet, the guidance network, the loss schedule and the sampler."""
 
+    kind: Literal["msgd"] = "msgd"
     scale: int = 1  # lq is hq / scale; MSGD is a deblurring method, so 1
     unet: UNetConfig = field(default_factory=UNetConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
@@ -39,6 +40,8 @@ class MSGDConfig:
     num_samples_averaged: int = 1  # > 1 is "sample averaging" (Ours-SA): the mean of that many samples
 
     def __post_init__(self) -> None:
+        if self.kind != "msgd":
+            raise ValueError(f"kind must be 'msgd', got {self.kind!r}")
         if self.scale not in (1, 2, 4):
             raise ValueError(f"msgd.scale must be one of (1, 2, 4), got {self.scale}")
         if self.schedule not in SCHEDULES:
@@ -135,7 +138,7 @@ class MSGD:
             diff = F.mse_loss(eps_hat, target) if c.diffusion_loss == "l2" else F.l1_loss(eps_hat, target)
             logs["diffusion"] = diff.item()
             loss = loss + weight * diff
-        return loss, logs
+        return loss, logs | {"loss": loss.item()}
 
     @torch.no_grad()
     def sample(self, net: MSGDNet, lq: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:

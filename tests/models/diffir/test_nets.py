@@ -1,0 +1,59 @@
+"""CPEN, DIRformer and the prior denoiser of DiffIR: shapes, prior modulation, the reverse chain."""
+
+import pytest
+import torch
+
+from models.diffir.cpen import CPEN, CPENConfig
+from models.diffir.dirformer import DIRformer, DIRformerConfig
+from models.diffir.prior import PriorDenoiser, PriorDenoiserConfig, reverse_chain
+from models.processes.ddpm import DDPM
+
+TINY = DIRformerConfig(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 1, 2, 2), ffn_expansion=2.0)
+
+
+def test_cpen_maps_an_image_to_a_4c_prior_vector():
+    cpen = CPEN(51, CPENConfig(num_feats=16, num_res_blocks=1))
+    assert cpen(torch.randn(2, 51, 8, 8)).shape == (2, 64)
+
+
+@pytest.mark.parametrize(("scale", "lq_side"), [(1, 32), (2, 16), (4, 8)])
+def test_dirformer_returns_hq_size(scale, lq_side):
+    net = DIRformer(TINY, scale=scale, prior_dim=64)
+    out = net(torch.randn(1, 3, lq_side, lq_side), torch.randn(1, 64))
+    assert out.shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("layer_norm_bias", [False, True])
+def test_dirformer_output_depends_on_the_prior(layer_norm_bias):
+    torch.manual_seed(0)
+    config = DIRformerConfig(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=0, heads=(1, 2, 4, 8),
+                             layer_norm_bias=layer_norm_bias)
+    net = DIRformer(config, scale=1, prior_dim=64)
+    lq = torch.randn(1, 3, 16, 16)
+    assert not torch.allclose(net(lq, torch.randn(1, 64)), net(lq, torch.randn(1, 64)))
+
+
+def test_bad_heads_are_rejected():
+    with pytest.raises(ValueError, match="heads"):
+        DIRformerConfig(dim=6, heads=(4, 1, 1, 1))
+
+
+def test_reverse_chain_with_an_exact_denoiser_recovers_x0():
+    """If f(x_t, t, c) is the true x0 at every step, the posterior-mean chain ends exactly at x0."""
+    x0 = torch.randn(3, 64)
+
+    def exact(xt, t, cond):
+        return x0
+
+    xt = torch.randn(3, 64)
+    torch.testing.assert_close(reverse_chain(exact, DDPM(), xt, torch.zeros(3, 64)), x0)
+
+
+def test_prior_denoiser_sees_time_and_condition():
+    torch.manual_seed(0)
+    net = PriorDenoiser(64, PriorDenoiserConfig(time_dim=8))
+    xt, cond = torch.randn(2, 64), torch.randn(2, 64)
+    t0, t3 = torch.zeros(2, dtype=torch.long), torch.full((2,), 3)
+    assert net(xt, t0, cond).shape == (2, 64)
+    assert not torch.allclose(net(xt, t0, cond), net(xt, t3, cond))
+    assert not torch.allclose(net(xt, t0, cond), net(xt, t0, torch.randn(2, 64)))

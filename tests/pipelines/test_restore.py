@@ -1,0 +1,96 @@
+"""pipelines/restore.py: checkpoint round trip, EMA weights, image formats, tiling flags, process mismatch."""
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from models.nets.latent_unet import TINY_UNET, LatentUNet
+from models.refusion import Refusion, latent_refusion_tiny, refusion_tiny
+from pipelines import restore
+from pipelines.checkpoints import write_checkpoint
+from pipelines.recipes import debug
+
+
+def make_checkpoint(directory, method_config, *, ema_offset: float | None = 0.01) -> Refusion:
+    """A checkpoint as pipelines/train.py writes it: state.pt + config.json; EMA = net weights + offset."""
+    autoencoder = LatentUNet(method_config.latent) if method_config.latent is not None else None
+    method = Refusion(method_config, autoencoder=autoencoder)
+    net = method.build()
+    state = {"net": net.state_dict(), "optimizer": {}, "scheduler": {}, "step": 7,
+             "ema": None if ema_offset is None else {k: v + ema_offset for k, v in net.state_dict().items()}}
+    config = dataclasses.replace(debug(), method=method_config)
+    write_checkpoint(directory, state=state, config=config.to_dict())
+    return method
+
+
+def write_inputs(folder) -> None:
+    folder.mkdir()
+    yy, xx = np.mgrid[0:40, 0:36]
+    rgb = np.stack([yy * 6, xx * 7, (yy + xx) * 3], -1).clip(0, 255).astype(np.uint8)
+    cv2.imwrite(str(folder / "rgb.png"), rgb)
+    cv2.imwrite(str(folder / "deep.png"), rgb.astype(np.uint16) * 257)
+    cv2.imwrite(str(folder / "gray.png"), rgb[..., 0])
+    cv2.imwrite(str(folder / "alpha.png"), np.concatenate([rgb, np.full((40, 36, 1), 255, np.uint8)], -1))
+
+
+@pytest.fixture
+def pixel_checkpoint(tmp_path):
+    make_checkpoint(tmp_path / "ckpt", dataclasses.replace(refusion_tiny(), T=4))
+    write_inputs(tmp_path / "in")
+    return tmp_path
+
+
+def test_restores_a_folder_of_8_16_bit_gray_and_rgba_images(pixel_checkpoint) -> None:
+    tmp = pixel_checkpoint
+    written = restore.main(["--checkpoint", str(tmp / "ckpt"), "--input", str(tmp / "in"),
+                            "--output", str(tmp / "out"), "--no-progress"])
+    assert sorted(p.name for p in written) == ["alpha.png", "deep.png", "gray.png", "rgb.png"]
+    for path in written:
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert img.shape == (40, 36, 3) and img.dtype == np.uint8
+
+
+def test_uses_the_ema_weights_and_is_seeded(pixel_checkpoint) -> None:
+    tmp = pixel_checkpoint
+    method, net, _ = restore.load_checkpoint(tmp / "ckpt", device=torch.device("cpu"))
+    state = torch.load(tmp / "ckpt" / "state.pt", weights_only=True)
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in state["ema"].items())
+    lq = restore.read_image(tmp / "in" / "rgb.png")
+    kwargs = dict(scale=1, sampler="sde", steps=None, tile=None, overlap=8, max_memory_gb=None, progress=False)
+    a = restore.restore_image(method, net, lq, seed=3, **kwargs)
+    b = restore.restore_image(method, net, lq, seed=3, **kwargs)
+    c = restore.restore_image(method, net, lq, seed=4, **kwargs)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_gray_input_becomes_three_equal_channels(pixel_checkpoint) -> None:
+    x = restore.read_image(pixel_checkpoint / "in" / "gray.png")
+    assert x.shape == (1, 3, 40, 36) and torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])
+
+
+def test_contradicting_process_flags_are_refused(pixel_checkpoint) -> None:
+    tmp = pixel_checkpoint
+    with pytest.raises(restore.CheckpointMismatch, match=r"--T 100 but the checkpoint has 4"):
+        restore.main(["--checkpoint", str(tmp / "ckpt"), "--input", str(tmp / "in"), "--output", str(tmp / "o"),
+                      "--T", "100"])
+    written = restore.main(["--checkpoint", str(tmp / "ckpt"), "--input", str(tmp / "in" / "rgb.png"),
+                            "--output", str(tmp / "o"), "--T", "4", "--max-sigma", "50", "--no-progress"])
+    assert len(written) == 1
+
+
+def test_latent_checkpoint_restores_with_tiles_and_a_memory_budget(tmp_path) -> None:
+    config = dataclasses.replace(latent_refusion_tiny("/nowhere/autoencoder"), T=3)  # AE weights are in state.pt
+    make_checkpoint(tmp_path / "ckpt", config, ema_offset=None)
+    write_inputs(tmp_path / "in")
+    common = ["--checkpoint", str(tmp_path / "ckpt"), "--input", str(tmp_path / "in" / "rgb.png"),
+              "--sampler", "posterior", "--no-progress"]
+    one = restore.main(common + ["--output", str(tmp_path / "one")])
+    tiles = restore.main(common + ["--output", str(tmp_path / "tiles"), "--tile", "24", "--overlap", "8"])
+    budget = restore.main(common + ["--output", str(tmp_path / "budget"), "--max-memory-gb", "1"])
+    for path in one + tiles + budget:
+        assert cv2.imread(str(path)).shape == (40, 36, 3)
+    method, net, _ = restore.load_checkpoint(tmp_path / "ckpt", device=torch.device("cpu"))
+    assert isinstance(net.autoencoder, LatentUNet) and net.autoencoder.config == TINY_UNET

@@ -11,7 +11,11 @@ which replaces a dataset's execution options); trainers by their fake_gpu resour
 """
 
 import json
+import os
 import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,6 +38,7 @@ def three_node_cluster():
     # The dashboard serves the state API (list_actors); a free port, as other Ray instances may hold 8265.
     head_args = {"num_cpus": 0, "include_dashboard": True, "dashboard_port": _free_port()}
     cluster = Cluster(initialize_head=True, head_node_args=head_args)
+    dashboard_port = head_args["dashboard_port"]
     nodes = {
         "data": cluster.add_node(num_cpus=2, labels=DATA),
         "trainer": cluster.add_node(num_cpus=2, labels=TRAIN, resources={"fake_gpu": 2}),
@@ -41,7 +46,7 @@ def three_node_cluster():
     cluster.wait_for_nodes()
     ray.init(address=cluster.address)
     ids = {"head": cluster.head_node.node_id} | {name: node.node_id for name, node in nodes.items()}
-    yield cluster.address, ids
+    yield cluster.address, ids, dashboard_port
     ray.shutdown()
     cluster.shutdown()
 
@@ -70,7 +75,7 @@ def _record_placement(loop_config: dict) -> None:
 
 @pytest.mark.slow
 def test_data_runs_on_cpu_nodes_and_trainers_on_gpu_nodes(three_node_cluster, tmp_path):
-    address, nodes = three_node_cluster
+    address, nodes, _ = three_node_cluster
     data_config = DataConfig(degradation=BicubicConfig(scale=4), patch_size=32, crop_margin=0,
                              num_cpu_workers=1, batch_size=4)
     dataset = build_train_dataset(data_config, num_samples=32).map_batches(_tag_node, batch_format="numpy")
@@ -95,3 +100,27 @@ def test_data_runs_on_cpu_nodes_and_trainers_on_gpu_nodes(three_node_cluster, tm
     actors = list_actors(address=address, detail=True, limit=1000)
     pair_makers = [a for a in actors if "PairMaker" in a.class_name]
     assert pair_makers and {a.node_id for a in pair_makers} == {nodes["data"]}
+
+
+def _get(url: str, token: str | None = None) -> int:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.mark.slow
+def test_dashboard_listens_on_loopback_and_requires_the_token(three_node_cluster):
+    _, _, port = three_node_cluster
+    url = f"http://127.0.0.1:{port}/api/jobs/"
+    token = os.environ.get("RAY_AUTH_TOKEN") or Path(
+        os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser().read_text().strip()
+    assert _get(url) == 401
+    assert _get(url, token="not-the-token") in (401, 403)
+    assert _get(url, token=token) == 200
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != "127.0.0.1":  # nothing answers on the machine's network address
+        with pytest.raises(OSError):
+            socket.create_connection((node_ip, port), timeout=5).close()

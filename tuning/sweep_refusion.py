@@ -132,10 +132,11 @@ def run_study(args: argparse.Namespace, study_name: str) -> Path:
             run_config=tune.RunConfig(name="tune", storage_path=str(study_dir), callbacks=[CloseTrialRuns(context)]),
         )
     results = tuner.fit()
-    num_open = close_interrupted_runs(context)
-    finished = num_open == 0 and all(r.error is None for r in results)
-    tracking.end_run(tracking.TrackingTarget(uri=context.tracking_uri, run_id=context.parent_run_id),
-                     "FINISHED" if finished else ("KILLED" if num_open else "FAILED"))
+    close_interrupted_runs(context)
+    # After Ctrl-C Tune returns normally; trials that are neither TERMINATED nor ERROR are still to run.
+    num_open = len(results) - results.num_terminated - results.num_errors
+    status = "KILLED" if num_open else ("FAILED" if results.num_errors else "FINISHED")
+    tracking.end_run(tracking.TrackingTarget(uri=context.tracking_uri, run_id=context.parent_run_id), status)
     if num_open:
         print(f"study {study_name} interrupted with {num_open} unfinished trials: rerun with --resume", flush=True)
     elif not args.no_report:

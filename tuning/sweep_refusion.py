@@ -132,9 +132,10 @@ def run_study(args: argparse.Namespace, study_name: str) -> Path:
             run_config=tune.RunConfig(name="tune", storage_path=str(study_dir), callbacks=[CloseTrialRuns(context)]),
         )
     results = tuner.fit()
-    close_interrupted_runs(context)
-    # After Ctrl-C Tune returns normally; trials that are neither TERMINATED nor ERROR are still to run.
-    num_open = len(results) - results.num_terminated - results.num_errors
+    num_closed = close_interrupted_runs(context)
+    # After Ctrl-C Tune returns normally: trials without a closed MLflow run (never started or interrupted) remain.
+    num_open = max(len(results) - num_closed, len(results) - results.num_terminated - results.num_errors)
+    logger.info("study %s: %d trials, %d closed runs, %d still to run", study_name, len(results), num_closed, num_open)
     status = "KILLED" if num_open else ("FAILED" if results.num_errors else "FINISHED")
     tracking.end_run(tracking.TrackingTarget(uri=context.tracking_uri, run_id=context.parent_run_id), status)
     if num_open:

@@ -146,10 +146,14 @@ class CloseTrialRuns(tune.Callback):
 
 
 def close_interrupted_runs(context: SweepContext) -> int:
-    """After the Tuner returns: KILLED + stopped_by=interrupt for any trial run still RUNNING; --resume reopens them."""
+    """After the Tuner returns: KILLED + stopped_by=interrupt for trial runs still RUNNING (--resume reopens them).
+
+    Returns the number of trial runs that ended for good (finished, failed or stopped by ASHA).
+    """
     client = MlflowClient(context.tracking_uri)
-    running = [r for r in child_runs(client, context) if r.info.status == "RUNNING"]
-    for r in running:
-        client.set_tag(r.info.run_id, STOPPED_BY_TAG, "interrupt")
-        client.set_terminated(r.info.run_id, status="KILLED")
-    return len(running)
+    runs = child_runs(client, context)
+    for r in runs:
+        if r.info.status == "RUNNING":
+            client.set_tag(r.info.run_id, STOPPED_BY_TAG, "interrupt")
+            client.set_terminated(r.info.run_id, status="KILLED")
+    return sum(r.info.status != "RUNNING" and r.data.tags.get(STOPPED_BY_TAG) != "interrupt" for r in runs)

@@ -31,7 +31,8 @@ UNET = {
     },
 }  # fmt: skip
 VAE = {
-    "tiny": {"block_out_channels": (16, 32), "layers_per_block": 1, "norm_num_groups": 8, "sample_size": 32},
+    # Four blocks like SD, so latents are 1/8 of the image and 512^2 attention stays small.
+    "tiny": {"block_out_channels": (8, 16, 16, 32), "layers_per_block": 1, "norm_num_groups": 8, "sample_size": 32},
     "sd21": {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "norm_num_groups": 32, "sample_size": 768},
 }
 TEXT = {

@@ -8,7 +8,7 @@ from pathlib import Path
 from models.osediff.config import OSEDiffConfig
 from models.osediff.random_sd import write_random_sd
 
-TINY_SD_DIR = Path(tempfile.gettempdir()) / "osediff_tiny_sd_seed0"
+TINY_SD_DIR = Path(tempfile.gettempdir()) / "osediff_tiny_sd_v2_seed0"
 
 
 def tiny_sd_folder() -> Path:

@@ -76,6 +76,8 @@ class DataConfig:
     batch_size: int = 16
     max_image_pixels: int = 100_000_000
     decode_cache_mb: int = 256  # per worker; decoded images kept for later epochs (0: off)
+    # Node labels the degradation actors must run on, e.g. {"ray-subcluster": "data"} (cluster/README.md).
+    label_selector: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         paired = isinstance(self.source, PairedFolderSource)
@@ -251,17 +253,20 @@ def build_train_dataset(config: DataConfig, *, num_samples: int, start_index: in
         fn_constructor_kwargs={"config": config, "manifest": manifest, "start_index": start_index},
         compute=ray.data.ActorPoolStrategy(size=config.num_cpu_workers),
         num_cpus=config.cpus_per_worker,
+        label_selector=config.label_selector,
         batch_size=config.batch_size,
         batch_format="numpy",
     )
-    ds.context.execution_options.preserve_order = True
+    ds.context.execution_options = execution_options(config)
     return ds
 
 
-def execution_options() -> ray.data.ExecutionOptions:
+def execution_options(config: DataConfig | None = None) -> ray.data.ExecutionOptions:
     """Options for ray.train.DataConfig(execution_options=...): Train replaces the dataset's own."""
     options = ray.data.ExecutionOptions()
     options.preserve_order = True
+    if config is not None and config.label_selector:
+        options.label_selector = dict(config.label_selector)
     return options
 
 

@@ -5,7 +5,6 @@ orientation applied. Anything that does not decode cleanly raises `DecodeError`.
 """
 
 import io
-import warnings
 from pathlib import Path
 
 import cv2
@@ -50,29 +49,27 @@ def decode_image(src: str | bytes, *, max_pixels: int) -> np.ndarray:
     where = src if isinstance(src, str) else f"<{len(data)} bytes>"
     if not data:
         raise DecodeError(f"{where}: empty file")
-    width, height, orientation = _read_header(data, where)
-    if width * height > max_pixels:
-        raise ImageTooLarge(f"{where}: {width}x{height} exceeds max_pixels={max_pixels}")
+    orientation = _read_header(data, where, max_pixels=max_pixels)
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise DecodeError(f"{where}: corrupt or truncated image data")
     return _to_rgb_float(_ORIENT[orientation](pixels), where)
 
 
-def _read_header(data: bytes, where: str) -> tuple[int, int, int]:
-    """(width, height, EXIF orientation) from the header only; nothing is decoded yet."""
+Image.MAX_IMAGE_PIXELS = None  # decode_image's max_pixels check (from the header) replaces PIL's limit
+
+
+def _read_header(data: bytes, where: str, *, max_pixels: int) -> int:
+    """EXIF orientation from the header only, after refusing images over max_pixels; nothing is decoded yet."""
     try:
-        with warnings.catch_warnings():
-            # Our own max_pixels check replaces PIL's DecompressionBombWarning.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                orientation = img.getexif().get(_ORIENTATION_TAG, 1)
-                width, height = img.size
-    except Image.DecompressionBombError as e:
-        raise ImageTooLarge(f"{where}: {e}") from e
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            if width * height > max_pixels:  # before getexif, which may read past a bomb's header
+                raise ImageTooLarge(f"{where}: {width}x{height} exceeds max_pixels={max_pixels}")
+            orientation = img.getexif().get(_ORIENTATION_TAG, 1)
     except (OSError, SyntaxError, ValueError) as e:
         raise DecodeError(f"{where}: not a readable image ({e})") from e
-    return width, height, orientation if orientation in _ORIENT else 1
+    return orientation if orientation in _ORIENT else 1
 
 
 def _to_rgb_float(pixels: np.ndarray, where: str) -> np.ndarray:

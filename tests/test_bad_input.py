@@ -76,7 +76,7 @@ def test_broken_files_raise_decode_error_naming_the_problem(name, tmp_path):
 def test_huge_header_is_refused_before_any_pixel_is_decoded():
     bomb = _png_header_only(20000, 20000)
     assert len(bomb) < 100
-    with pytest.raises(ImageTooLarge, match="400000000"):
+    with pytest.raises(ImageTooLarge, match="20000x20000 exceeds max_pixels"):
         decode_image(bomb, max_pixels=MAX_PIXELS)
 
 

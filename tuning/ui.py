@@ -43,9 +43,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="tuning/ui.py", description=__doc__.split("\n")[0])
     parser.add_argument("--storage-path", default="runs", help="folder holding mlflow.db (default runs/)")
     parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to bind (default loopback only; MLflow has no authentication of its own)")
     args = parser.parse_args(argv)
-    command = server_command(Path(args.storage_path).expanduser().resolve(), port=args.port)
-    print(f"MLflow UI: http://127.0.0.1:{args.port}  (Ctrl-C stops it)", flush=True)
+    command = server_command(Path(args.storage_path).expanduser().resolve(), host=args.host, port=args.port)
+    print(f"MLflow UI: http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
     try:
         subprocess.run(command, check=True)
     except KeyboardInterrupt:

@@ -68,11 +68,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
     method = build_method(config.method)
     state = build_state(config, method, device=device, world_size=world_size)
     checkpoint = ray.train.get_checkpoint()  # set after a worker failure, or when Ray resumes its run
+    if checkpoint is None and loop_config["resume_from"] is not None:
+        checkpoint = ray.train.Checkpoint(loop_config["resume_from"])  # --resume: local path or URI
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             restore_state(state, load_state(directory, map_location=device))
-    elif loop_config["resume_from"] is not None:
-        restore_state(state, load_state(loop_config["resume_from"], map_location=device))
     # The driver built the dataset to start at `data_start_step`; after an in-run restart, skip what was consumed.
     num_skip = state.step - loop_config["data_start_step"]
     if num_skip < 0:

@@ -2,10 +2,14 @@
 
 A checkpoint is written to a temporary sibling and renamed into place, so a reader never sees half of one.
 Ray Train copies it to `storage_path/<run name>/checkpoint_<step>` (local path or any pyarrow URI such as s3://).
+A copy can still be cut short (a full disk, a killed upload): `load_latest_checkpoint` then skips it with a warning.
 """
 
+import io
 import json
+import logging
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -16,6 +20,12 @@ import torch
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint_(\d{8})$")
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded, or a run with no loadable checkpoint."""
 
 
 def checkpoint_name(step: int) -> str:
@@ -50,10 +60,10 @@ def run_uri(storage_path: str, name: str) -> str:
     return storage_path.rstrip("/") + "/" + name
 
 
-def find_latest_checkpoint(storage_path: str, name: str) -> tuple[str, int] | None:
-    """(uri, step) of the newest complete checkpoint of run `name`, or None when it has none.
+def list_checkpoints(storage_path: str, name: str) -> list[tuple[str, int]]:
+    """(uri, step) of every complete checkpoint of run `name`, newest first (both files exist; not yet loaded).
 
-    Works on local paths and pyarrow filesystem URIs. A checkpoint counts only when both files exist.
+    Works on local paths and pyarrow filesystem URIs.
     """
     fs, root = pyarrow.fs.FileSystem.from_uri(_as_uri(run_uri(storage_path, name)))
     infos = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
@@ -64,11 +74,51 @@ def find_latest_checkpoint(storage_path: str, name: str) -> tuple[str, int] | No
             continue
         files = fs.get_file_info([f"{info.path}/{STATE_FILE}", f"{info.path}/{CONFIG_FILE}"])
         if all(f.type == pyarrow.fs.FileType.File for f in files):
-            found.append((int(match.group(1)), info.path))
-    if not found:
-        return None
-    step, path = max(found)
-    return run_uri(storage_path, name) + "/" + path.rsplit("/", 1)[-1], step
+            found.append((int(match.group(1)), info.base_name))
+    return [(run_uri(storage_path, name) + "/" + base, step) for step, base in sorted(found, reverse=True)]
+
+
+def find_latest_checkpoint(storage_path: str, name: str) -> tuple[str, int] | None:
+    """(uri, step) of the newest complete checkpoint of run `name`, or None when it has none (files not loaded)."""
+    found = list_checkpoints(storage_path, name)
+    return found[0] if found else None
+
+
+def load_checkpoint(uri: str, *, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
+    """(state, config) of the checkpoint at a local path or URI; CheckpointError when either file does not load."""
+    fs, path = pyarrow.fs.FileSystem.from_uri(_as_uri(uri))
+    try:
+        with fs.open_input_file(f"{path}/{STATE_FILE}") as f:
+            state = torch.load(io.BytesIO(f.read()), map_location=map_location, weights_only=True)
+        with fs.open_input_stream(f"{path}/{CONFIG_FILE}") as f:
+            config = json.loads(f.read().decode())
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
+        # torch.load of a truncated file: RuntimeError (zip reader); of garbage: UnpicklingError; bad JSON: ValueError
+        raise CheckpointError(f"{type(error).__name__}: {error}") from error
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{STATE_FILE} holds no training state (no 'step')")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{CONFIG_FILE} holds {type(config).__name__}, not an object")
+    return state, config
+
+
+def load_latest_checkpoint(candidates: list[tuple[str, int]], *,
+                           map_location: str | torch.device = "cpu") -> tuple[str, int, dict, dict]:
+    """(uri, step, state, config) of the first candidate that loads, trying them in order (newest first).
+
+    Each one skipped is logged as a WARNING with the reason; CheckpointError when none loads.
+    """
+    reasons = []
+    for uri, step in candidates:
+        try:
+            state, config = load_checkpoint(uri, map_location=map_location)
+        except CheckpointError as error:
+            logger.warning("skipping checkpoint %s (step %d): it does not load: %s", uri, step, error)
+            reasons.append(f"{uri}: {error}")
+            continue
+        return uri, step, state, config
+    detail = "; ".join(reasons) if reasons else "there are none"
+    raise CheckpointError(f"no loadable checkpoint among {len(candidates)}: {detail}")
 
 
 def persist_checkpoint(directory: str | Path, run: str, *, keep_last: int) -> str:

@@ -21,7 +21,7 @@ import torch
 from ray.train.torch import TorchTrainer
 
 from pipelines import tracking
-from pipelines.checkpoints import find_latest_checkpoint, read_config_uri, run_uri
+from pipelines.checkpoints import CheckpointError, find_latest_checkpoint, list_checkpoints, load_latest_checkpoint, run_uri
 from pipelines.data import build_train_dataset
 from pipelines.data import execution_options as data_execution_options
 from pipelines.recipes import METHODS, RECIPES, RunConfig, apply_overrides
@@ -66,11 +66,15 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, tuple[str, int]
             sets.append(f"{key}={json.dumps(flag)}")
     if args.resume:
         storage_path = args.storage_path or "runs"
-        latest = find_latest_checkpoint(_absolute(storage_path), args.resume)
-        if latest is None:
+        candidates = list_checkpoints(_absolute(storage_path), args.resume)
+        if not candidates:
             raise SystemExit(f"--resume: no checkpoint under {run_uri(storage_path, args.resume)}")
-        base = RunConfig.from_dict(read_config_uri(latest[0]))
-        return apply_overrides(base, files=args.config, sets=sets), latest
+        try:  # newest first; one that does not load (a cut-short copy) is skipped with a warning
+            uri, step, _, saved_config = load_latest_checkpoint(candidates)
+        except CheckpointError as error:
+            raise SystemExit(f"--resume {args.resume}: {error}") from error
+        base = RunConfig.from_dict(saved_config)
+        return apply_overrides(base, files=args.config, sets=sets), (uri, step)
     recipe = args.recipe if args.method is None or args.recipe.startswith(args.method) else f"{args.method}_{args.recipe}"
     if recipe not in RECIPES and args.method is not None and args.recipe in RECIPES:
         recipe = args.recipe

@@ -30,8 +30,12 @@ from torch import nn
 from models.metrics import ImageMetrics
 from pipelines.batching import to_model
 from pipelines.checkpoints import (
+    CHECKPOINT_RE,
+    CheckpointError,
     checkpoint_name,
-    load_state,
+    list_checkpoints,
+    load_checkpoint,
+    load_latest_checkpoint,
     persist_checkpoint,
     write_checkpoint,
 )
@@ -67,12 +71,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     method = build_method(config.method)
     state = build_state(config, method, device=device, world_size=world_size)
-    checkpoint = ray.train.get_checkpoint()  # set after a worker failure, or when Ray resumes its run
-    if checkpoint is None and loop_config["resume_from"] is not None:
-        checkpoint = ray.train.Checkpoint(loop_config["resume_from"])  # --resume: local path or URI
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            restore_state(state, load_state(directory, map_location=device))
+    saved = load_saved_state(loop_config, device=device)
+    if saved is not None:
+        restore_state(state, saved)
     # The driver built the dataset to start at `data_start_step`; after an in-run restart, skip what was consumed.
     num_skip = state.step - loop_config["data_start_step"]
     if num_skip < 0:
@@ -170,11 +171,36 @@ def build_state(config: RunConfig, method, *, device: torch.device, world_size: 
     """Net (DDP over gloo/NCCL when world_size > 1), EMA copy, optimiser and per-step schedule."""
     net = method.build().to(device)
     ema = build_ema(net) if config.train.ema else None
-    if world_size > 1:
-        net = ray.train.torch.prepare_model(net)
+    if world_size > 1:  # a method whose phases leave parameters without gradients needs DDP to look for them
+        unused = {"find_unused_parameters": True} if getattr(method, "has_unused_parameters", False) else None
+        net = ray.train.torch.prepare_model(net, parallel_strategy_kwargs=unused)
     optimizer = build_optimizer(config.optim, method.param_groups(net))
     scheduler = build_scheduler(config.optim, optimizer, num_steps=config.train.num_steps)
     return TrainState(step=0, net=net, ema=ema, optimizer=optimizer, scheduler=scheduler)
+
+
+def load_saved_state(loop_config: dict, *, device: torch.device) -> dict | None:
+    """The state to continue from: Ray's checkpoint (set after a worker failure, or when Ray resumes its run),
+    else --resume's (`resume_from`, checked by the driver), else None for a fresh run.
+
+    A Ray checkpoint that does not load is skipped with a WARNING for the newest older one of the run that does.
+    """
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        if loop_config["resume_from"] is None:
+            return None
+        uri = loop_config["resume_from"]  # local path or URI
+        return load_latest_checkpoint([(uri, loop_config["data_start_step"])], map_location=device)[2]
+    try:
+        with checkpoint.as_directory() as directory:
+            return load_checkpoint(directory, map_location=device)[0]
+    except (CheckpointError, OSError) as error:
+        logger.warning("skipping checkpoint %s: it does not load: %s", checkpoint.path, error)
+    match = CHECKPOINT_RE.match(Path(checkpoint.path).name)
+    newest = int(match.group(1)) if match else None
+    storage_path, name = loop_config["run_uri"].rsplit("/", 1)
+    older = [(uri, step) for uri, step in list_checkpoints(storage_path, name) if newest is None or step < newest]
+    return load_latest_checkpoint(older, map_location=device)[2]
 
 
 def restore_state(state: TrainState, saved: dict) -> None:

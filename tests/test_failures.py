@@ -108,9 +108,6 @@ def test_killed_driver_resumes_with_resume_flag(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="pipelines/checkpoints.find_latest_checkpoint returns the newest checkpoint "
-                   "whose two files exist; a truncated state.pt then fails in load_state with 'PytorchStreamReader "
-                   "failed reading zip archive' instead of falling back to the previous checkpoint with a warning")
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     _run(_cli(tmp_path, "--name", "corrupt", "--num-workers", "0", "--set", f"train.num_steps={CKPT_EVERY * 2}"))
     newest = tmp_path / "corrupt" / checkpoint_name(CKPT_EVERY * 2)

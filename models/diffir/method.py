@@ -129,6 +129,8 @@ def load_stage1(net: DiffIRNet, directory: str | Path, *, weights: Literal["ema"
 class DiffIR:
     """RestorationMethod for one DiffIR stage (see models/method.py)."""
 
+    has_unused_parameters = True  # the prior-only phase leaves some parameters without gradients (tells DDP)
+
     def __init__(self, config: DiffIRConfig) -> None:
         self.config = config
 

@@ -100,6 +100,8 @@ def _randn(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tenso
 class MSGD:
     """RestorationMethod (see models/method.py)."""
 
+    has_unused_parameters = True  # the warm start leaves some parameters without gradients (tells DDP)
+
     def __init__(self, config: MSGDConfig) -> None:
         self.config = config
         self.process = config.process()

@@ -13,9 +13,16 @@ from typing import Any, Union
 
 import yaml
 
-from degradations import BicubicConfig, GaussianNoiseConfig
+from degradations import BicubicConfig, GaussianNoiseConfig, MotionBlurConfig, RealESRGANConfig
+from models.diffir import DiffIR, DiffIRConfig
+from models.diffir import configs as diffir_configs
+from models.msgd import MSGD, MSGDConfig
+from models.msgd import configs as msgd_configs
 from models.nets.latent_unet import DEHAZE_UNET
 from models.nets.nafnet import REFUSION_NAFNET
+from models.osediff import OSEDiff, OSEDiffConfig
+from models.osediff import osediff_sd21 as osediff_sd21_method
+from models.osediff import osediff_tiny as osediff_tiny_method
 from models.refusion import (
     LatentAutoencoder,
     LatentAutoencoderConfig,
@@ -38,6 +45,9 @@ from pipelines.sources import FolderSource, PairedFolderSource
 METHODS: dict[str, tuple[type, type]] = {
     "refusion": (RefusionConfig, Refusion),
     "latent_autoencoder": (LatentAutoencoderConfig, LatentAutoencoder),
+    "osediff": (OSEDiffConfig, OSEDiff),
+    "diffir": (DiffIRConfig, DiffIR),
+    "msgd": (MSGDConfig, MSGD),
 }
 MethodConfig = Union[tuple(config_cls for config_cls, _ in METHODS.values())]  # noqa: UP007
 
@@ -235,8 +245,89 @@ def irsde_deblurring() -> RunConfig:
                   num_steps=700_000, batch_size=4)
 
 
+# OSEDiff (arXiv 2406.08177): AdamW 5e-5 constant, grad-clip 1, batch 4 per GPU x 4, ~14k steps, no EMA
+# (an EMA copy would duplicate SD; the official method has none).
+OSEDIFF_OPTIM = OptimConfig(name="adamw", lr=5e-5, betas=(0.9, 0.999), weight_decay=1e-2, scheduler="constant")
+
+
+def osediff_sd21() -> RunConfig:
+    """OSEDiff on SD 2.1-base (--set method.sd_path=/path/to/sd21), Real-ESRGAN x4 degradations, 512^2."""
+    return RunConfig(
+        name="osediff_sd21", method=osediff_sd21_method(), data=DataConfig(patch_size=512), optim=OSEDIFF_OPTIM,
+        train=TrainConfig(num_steps=14_000, batch_size=4, ema=False, grad_clip=1.0, val_every=500, ckpt_every=500),
+        scaling=ScalingSettings(num_workers=4, use_gpu=True, cpus_per_worker=2),
+    )
+
+
+def osediff_tiny() -> RunConfig:
+    """OSEDiff with a tiny random SD written locally once; a CPU check of the whole method."""
+    return RunConfig(
+        name="osediff_tiny", method=osediff_tiny_method(),
+        data=DataConfig(patch_size=32, crop_margin=16, num_cpu_workers=1), optim=OSEDIFF_OPTIM,
+        train=TrainConfig(num_steps=4, batch_size=1, ema=False, grad_clip=1.0, val_every=4, ckpt_every=4),
+    )
+
+
+# DiffIR (arXiv 2303.09472): Adam 2e-4 MultiStep. The official stage-2 phase-A lr formula and the deblur
+# progressive patch sizes are approximated by fixed patches and multistep decays.
+ADAM_DIFFIR = OptimConfig(name="adam", lr=2e-4, betas=(0.9, 0.99), scheduler="multistep",
+                          milestones=(500_000, 700_000), gamma=0.5)
+
+
+def _no_val(r: RunConfig) -> RunConfig:
+    """Stage 1 needs the GT to restore (CPEN_S1), so it has no validation."""
+    return dataclasses.replace(r, train=dataclasses.replace(r.train, num_val_images=0, ema_beta=0.999, ema_every=1))
+
+
+def diffir_sr4x_s1() -> RunConfig:
+    data = DataConfig(source=FolderSource(paths=("data/DF2K/train_HR",)), degradation=RealESRGANConfig(),
+                      patch_size=256, num_cpu_workers=6)
+    return _no_val(_paper("diffir_sr4x_s1", diffir_configs.sr4x(stage=1), data, ADAM_DIFFIR, num_steps=1_000_000,
+                          batch_size=9))
+
+
+def diffir_sr4x_s2(init_from: str = "runs/diffir_sr4x_s1/checkpoint_01000000") -> RunConfig:
+    r = diffir_sr4x_s1()
+    return dataclasses.replace(r, name="diffir_sr4x_s2", method=diffir_configs.sr4x(stage=2, init_from=init_from),
+                               optim=dataclasses.replace(ADAM_DIFFIR, milestones=(700_000,)),
+                               train=dataclasses.replace(r.train, num_val_images=8))
+
+
+def diffir_deblur_s1() -> RunConfig:
+    optim = OptimConfig(name="adam", lr=2e-4, betas=(0.9, 0.999), scheduler="cosine", eta_min=1e-6)
+    return _no_val(_paper("diffir_deblur_s1", diffir_configs.deblur(stage=1), _paired("gopro", patch_size=256), optim,
+                          num_steps=300_000, batch_size=4))
+
+
+def diffir_deblur_s2(init_from: str = "runs/diffir_deblur_s1/checkpoint_00300000") -> RunConfig:
+    optim = dataclasses.replace(ADAM_DIFFIR, milestones=(180_000, 260_000, 340_000))
+    return _paper("diffir_deblur_s2", diffir_configs.deblur(stage=2, init_from=init_from),
+                  _paired("gopro", patch_size=256), optim, num_steps=400_000, batch_size=4)
+
+
+def diffir_debug() -> RunConfig:
+    """Tiny DiffIR stage 2 (10 prior-only steps, then joint) on the debug data."""
+    return dataclasses.replace(debug(), name="diffir_debug",
+                               method=diffir_configs.tiny(stage=2, scale=1, prior_only_steps=10))
+
+
+def msgd_deblurring() -> RunConfig:
+    """MSGD on GoPro pairs; the optimiser values are UNVERIFIED (no official code), see models/msgd."""
+    optim = OptimConfig(name="adamw", lr=1e-4, weight_decay=1e-4, scheduler="constant")
+    return _paper("msgd_deblurring", msgd_configs.deblur(), _paired("gopro", patch_size=128), optim,
+                  num_steps=1_000_000, batch_size=8)
+
+
+def msgd_debug() -> RunConfig:
+    """Tiny MSGD deblurring synthetic motion blur of the sample photos (10 warm-start steps, then the ramp)."""
+    r = debug()
+    return dataclasses.replace(r, name="msgd_debug", method=msgd_configs.tiny(warmup_steps=10, ramp_steps=5),
+                               data=dataclasses.replace(r.data, degradation=MotionBlurConfig()))
+
+
 RECIPES = {
     f.__name__: f
     for f in (debug, refusion_deblurring, refusion_deshadow, refusion_sisr, latent_refusion_dehazing,
-              latent_autoencoder_dehazing, irsde_deblurring)
+              latent_autoencoder_dehazing, irsde_deblurring, osediff_sd21, osediff_tiny, diffir_sr4x_s1,
+              diffir_sr4x_s2, diffir_deblur_s1, diffir_deblur_s2, diffir_debug, msgd_deblurring, msgd_debug)
 }

@@ -21,7 +21,13 @@ import torch
 from ray.train.torch import TorchTrainer
 
 from pipelines import tracking
-from pipelines.checkpoints import CheckpointError, find_latest_checkpoint, list_checkpoints, load_latest_checkpoint, run_uri
+from pipelines.checkpoints import (
+    CheckpointError,
+    find_latest_checkpoint,
+    list_checkpoints,
+    load_latest_checkpoint,
+    run_uri,
+)
 from pipelines.data import build_train_dataset
 from pipelines.data import execution_options as data_execution_options
 from pipelines.recipes import METHODS, RECIPES, RunConfig, apply_overrides

@@ -75,9 +75,9 @@ def test_load_latest_checkpoint_skips_invalid_json_and_raises_when_none_loads(tm
         _write(run / checkpoint_name(step), step)
     (run / checkpoint_name(20) / "config.json").write_text("{not json")
     (run / checkpoint_name(10) / "state.pt").write_bytes(b"garbage")
-    with caplog.at_level(logging.WARNING, logger="pipelines.checkpoints"):
-        with pytest.raises(CheckpointError, match="no loadable checkpoint among 2"):
-            load_latest_checkpoint(list_checkpoints(str(tmp_path), "myrun"))
+    with (caplog.at_level(logging.WARNING, logger="pipelines.checkpoints"),
+          pytest.raises(CheckpointError, match="no loadable checkpoint among 2")):
+        load_latest_checkpoint(list_checkpoints(str(tmp_path), "myrun"))
     skipped = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(skipped) == 2 and checkpoint_name(20) in skipped[0] and checkpoint_name(10) in skipped[1]
     with pytest.raises(CheckpointError, match="there are none"):

@@ -5,21 +5,34 @@ import os
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def ray_local():
-    """A local Ray with 4 logical CPUs (more than the 2 cores, so actor pools never starve) and a small store."""
+    """A local Ray with 4 logical CPUs (more than the 2 cores, so actor pools never starve) and a small store.
+
+    Started once and shared by the tests that ask for it; a module that needs a Ray of its own (special
+    environment, multi-node cluster) shuts this one down first, and the next test here starts it again.
+    """
     import ray
     import ray.data
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    ray.init(
-        address="local",  # always a fresh instance, even when `ray start` left a cluster running here
-        num_cpus=4,
-        object_store_memory=400 * 1024**2,
-        include_dashboard=False,
-        log_to_driver=True,
-        configure_logging=False,
-    )
+    if not ray.is_initialized():
+        ray.init(
+            address="local",  # always a fresh instance, even when `ray start` left a cluster running here
+            num_cpus=4,
+            object_store_memory=400 * 1024**2,
+            include_dashboard=False,
+            log_to_driver=True,
+            configure_logging=False,
+        )
     ray.data.DataContext.get_current().enable_progress_bars = False
-    yield ray
-    ray.shutdown()
+    return ray
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shutdown_ray_at_exit():
+    yield
+    import sys
+
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()

@@ -44,6 +44,8 @@ def three_node_cluster():
         "trainer": cluster.add_node(num_cpus=2, labels=TRAIN, resources={"fake_gpu": 2}),
     }
     cluster.wait_for_nodes()
+    if ray.is_initialized():  # another module's shared local Ray
+        ray.shutdown()
     ray.init(address=cluster.address)
     ids = {"head": cluster.head_node.node_id} | {name: node.node_id for name, node in nodes.items()}
     yield cluster.address, ids, dashboard_port

@@ -98,6 +98,8 @@ def local_ray(tmp_path_factory):
     # so that the worker processes inherit it; local-mode runs have rank 0 only and never crash.
     os.environ["RESTORATION_TEST_CRASH"] = f"1:{CRASH_STEP}:{crash_marker}"
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"
+    if ray.is_initialized():  # another module's shared local Ray
+        ray.shutdown()
     ray.init(address="local", num_cpus=4, include_dashboard=False)
     yield crash_marker
     ray.shutdown()

@@ -31,12 +31,8 @@ def random_crop(
         raise ValueError(f"small={small!r}: must be one of ('pad', 'skip')")
     if size % multiple_of != 0:
         raise ValueError(f"size={size} must be a multiple of multiple_of={multiple_of}")
+    img = pad_to_crop(img, size, small=small)
     h, w = img.shape[:2]
-    if h < size or w < size:
-        if small == "skip":
-            raise ImageTooSmall(f"image {h}x{w} is smaller than the crop size {size}")
-        img = cv2.copyMakeBorder(img, 0, max(0, size - h), 0, max(0, size - w), cv2.BORDER_REFLECT_101)
-        h, w = img.shape[:2]
     top = int(rng.integers((h - size) // multiple_of + 1)) * multiple_of
     left = int(rng.integers((w - size) // multiple_of + 1)) * multiple_of
     return np.ascontiguousarray(img[top : top + size, left : left + size])
@@ -78,3 +74,13 @@ def augment_pair(
         if do:
             hq, lq = op(hq), op(lq)
     return np.ascontiguousarray(hq), np.ascontiguousarray(lq)
+
+
+def pad_to_crop(img: np.ndarray, size: int, *, small: str) -> np.ndarray:
+    """img reflect-101 padded at the bottom/right to at least size x size ("pad"), or ImageTooSmall ("skip")."""
+    h, w = img.shape[:2]
+    if h >= size and w >= size:
+        return img
+    if small == "skip":
+        raise ImageTooSmall(f"image {h}x{w} is smaller than the crop size {size}")
+    return cv2.copyMakeBorder(img, 0, max(0, size - h), 0, max(0, size - w), cv2.BORDER_REFLECT_101)

@@ -24,7 +24,7 @@ from degradations import (
     RealESRGANConfig,
     degrade,
 )
-from degradations.crop import ImageTooSmall, augment_pair, paired_crop, random_crop
+from degradations.crop import ImageTooSmall, augment_pair, pad_to_crop, paired_crop, random_crop
 from degradations.sharpen import usm_sharpen
 from pipelines.decode import DecodeCache, DecodeError, decode_image
 from pipelines.samples import SampleImages
@@ -321,12 +321,8 @@ def _centre_crop(
     img: np.ndarray, size: int, rng: np.random.Generator, *, multiple_of: int, small: Literal["pad", "skip"]
 ) -> np.ndarray:
     """random_crop's signature, but the crop is centred (top/left on the LQ grid); rng is unused."""
+    img = pad_to_crop(img, size, small=small)
     h, w = img.shape[:2]
-    if h < size or w < size:
-        if small == "skip":
-            raise ImageTooSmall(f"image {h}x{w} is smaller than the crop size {size}")
-        img = cv2.copyMakeBorder(img, 0, max(0, size - h), 0, max(0, size - w), cv2.BORDER_REFLECT_101)
-        h, w = img.shape[:2]
     top = (h - size) // 2 // multiple_of * multiple_of
     left = (w - size) // 2 // multiple_of * multiple_of
     return np.ascontiguousarray(img[top : top + size, left : left + size])

@@ -30,11 +30,8 @@ from torch import nn
 from models.metrics import ImageMetrics
 from pipelines.batching import to_model
 from pipelines.checkpoints import (
-    CHECKPOINT_RE,
-    CheckpointError,
     checkpoint_name,
     list_checkpoints,
-    load_checkpoint,
     load_latest_checkpoint,
     persist_checkpoint,
     write_checkpoint,
@@ -183,7 +180,10 @@ def load_saved_state(loop_config: dict, *, device: torch.device) -> dict | None:
     """The state to continue from: Ray's checkpoint (set after a worker failure, or when Ray resumes its run),
     else --resume's (`resume_from`, checked by the driver), else None for a fresh run.
 
-    A Ray checkpoint that does not load is skipped with a WARNING for the newest older one of the run that does.
+    After a failure, Ray's checkpoint can be older than the newest one rank 0 already persisted (the controller
+    registers reports asynchronously, so a report made just before the crash may be unknown to it): the newest
+    checkpoint of the run that loads is used; one that does not load is skipped with a
+    WARNING.
     """
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
@@ -191,16 +191,8 @@ def load_saved_state(loop_config: dict, *, device: torch.device) -> dict | None:
             return None
         uri = loop_config["resume_from"]  # local path or URI
         return load_latest_checkpoint([(uri, loop_config["data_start_step"])], map_location=device)[2]
-    try:
-        with checkpoint.as_directory() as directory:
-            return load_checkpoint(directory, map_location=device)[0]
-    except (CheckpointError, OSError) as error:
-        logger.warning("skipping checkpoint %s: it does not load: %s", checkpoint.path, error)
-    match = CHECKPOINT_RE.match(Path(checkpoint.path).name)
-    newest = int(match.group(1)) if match else None
     storage_path, name = loop_config["run_uri"].rsplit("/", 1)
-    older = [(uri, step) for uri, step in list_checkpoints(storage_path, name) if newest is None or step < newest]
-    return load_latest_checkpoint(older, map_location=device)[2]
+    return load_latest_checkpoint(list_checkpoints(storage_path, name), map_location=device)[2]
 
 
 def restore_state(state: TrainState, saved: dict) -> None:

@@ -74,7 +74,8 @@ def test_ray_job_submit_runs_the_smoke_test_on_a_token_auth_cluster(tmp_path):
     try:
         submit = ["ray", "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", ".", "--",
                   "python", "pipelines/train.py", "--smoke-test", "--storage-path", str(tmp_path), "--name", "smoke"]
-        for _ in range(60):  # the dashboard's job API comes up a few seconds after the head
+        deadline = time.monotonic() + 180  # the dashboard's job API and job agent come up after the head
+        while time.monotonic() < deadline:
             done = subprocess.run(submit, check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
             not_up = ("Connection refused", "ConnectionError", "No available agent to submit job")
             if not any(marker in done.stdout + done.stderr for marker in not_up):

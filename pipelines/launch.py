@@ -176,7 +176,8 @@ def build_trainer(config: RunConfig, *, target: tracking.TrackingTarget, resume:
             "run_uri": run,
         },
         scaling_config=ray.train.ScalingConfig(num_workers=config.scaling.num_workers,
-                                               use_gpu=config.scaling.use_gpu, resources_per_worker=resources),
+                                               use_gpu=config.scaling.use_gpu, resources_per_worker=resources,
+                                               label_selector=config.scaling.label_selector),
         run_config=ray.train.RunConfig(
             name=config.name,
             storage_path=storage_path,

@@ -90,6 +90,8 @@ class ScalingSettings:
     num_workers: int = 0
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
+    # Node labels the training workers must run on, e.g. {"ray-subcluster": "train"} (cluster/README.md).
+    label_selector: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.num_workers < 0 or self.cpus_per_worker <= 0:

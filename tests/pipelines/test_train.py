@@ -7,7 +7,6 @@ Regenerate the pinned debug losses after an intended change of the numerics:
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from tests.ray_head import ray_head
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "assets" / "golden_loss_debug.txt"
@@ -52,30 +53,18 @@ def write_golden(values: dict[int, float]) -> None:
     GOLDEN.write_text(header + "".join(f"{step} {loss:.8f}\n" for step, loss in sorted(values.items())))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ray_job_submit_runs_the_smoke_test_on_a_token_auth_cluster(tmp_path):
     # First in the file: it starts its own cluster, before the module's in-process Ray exists.
     env = os.environ | {"PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
                         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
     env.pop("RAY_ADDRESS", None)
-    dashboard = _free_port()
-    head = subprocess.Popen(
-        ["ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={_free_port()}",
-         f"--dashboard-port={dashboard}", "--num-cpus=4", "--include-dashboard=true",
-         f"--ray-client-server-port={_free_port()}"],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    try:
+    with ray_head(env) as (head, dashboard):
         submit = ["ray", "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", ".", "--",
                   "python", "pipelines/train.py", "--smoke-test", "--storage-path", str(tmp_path), "--name", "smoke"]
         deadline = time.monotonic() + 180  # the dashboard's job API and job agent come up after the head
         while time.monotonic() < deadline:
+            assert head.poll() is None, f"ray start exited with {head.returncode}"
             done = subprocess.run(submit, check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
             not_up = ("Connection refused", "ConnectionError", "No available agent to submit job")
             if not any(marker in done.stdout + done.stderr for marker in not_up):
@@ -86,9 +75,6 @@ def test_ray_job_submit_runs_the_smoke_test_on_a_token_auth_cluster(tmp_path):
         assert (tmp_path / "smoke" / "checkpoint_00000008" / "state.pt").is_file()
         _, run = mlflow_run(tmp_path, "smoke")
         assert run.info.status == "FINISHED"
-    finally:
-        head.terminate()  # `ray start --block` stops the processes of this cluster only
-        head.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,38 @@
+"""A real `ray start --head` on 127.0.0.1 for the tests that need one (the job API, dashboard token auth)."""
+
+import contextlib
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+AGENT_PORT_FLAGS = ("port", "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                    "runtime-env-agent-port", "metrics-export-port")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def ray_head(env: dict[str, str], *, num_cpus: int = 4) -> Iterator[tuple[subprocess.Popen, int]]:
+    """(the `ray start --block` process, dashboard port); every port is a free one.
+
+    Another test's local Ray may still hold Ray's default ports: a dashboard agent that cannot bind 52365
+    leaves the job API answering "No available agent to submit job" for good, so no default is used.
+    """
+    dashboard = free_port()
+    ports = [f"--{flag}={free_port()}" for flag in AGENT_PORT_FLAGS]
+    head = subprocess.Popen(
+        ["ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--dashboard-port={dashboard}",
+         f"--num-cpus={num_cpus}", "--include-dashboard=true", *ports],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        yield head, dashboard
+    finally:
+        head.terminate()  # `ray start --block` stops the processes of this cluster only
+        head.wait(timeout=60)

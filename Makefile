@@ -21,7 +21,7 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; } || echo "chromium not installed: the UI browser test will be skipped"
 
 test: $(STAMP) browser
-	RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.2 $(PY) -m pytest -q --timeout=900
+	RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.2 $(PY) -m pytest -q --timeout=900 --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" --timeout=300

@@ -122,7 +122,10 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_data_node_does_not_stop_the_run(tmp_path):
+def test_killed_data_node_does_not_stop_the_run(tmp_path, monkeypatch):
+    # Token auth on both sides, as on a real cluster: an earlier in-process ray.init() leaves RAY_AUTH_MODE=token
+    # in this process's environment, so the cluster below would otherwise disagree with the driver's.
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
     # head: the driver and Train's controller (pinned to the driver's node); a train node for the Train worker
     # and a data node for the pair makers, each held to its group by a label selector as on a real cluster.
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
@@ -135,7 +138,7 @@ def test_killed_data_node_does_not_stop_the_run(tmp_path):
                "--set", 'data.label_selector={"ray-subcluster": "data"}',
                "--set", 'scaling.label_selector={"ray-subcluster": "train"}')
     log = (tmp_path / "driver.log").open("w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV | {"RAY_ADDRESS": cluster.address}, stdout=log,
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV | {"RAY_ADDRESS": cluster.address, "RAY_AUTH_MODE": "token"}, stdout=log,
                             stderr=subprocess.STDOUT)
     try:
         _wait_for(lambda: len(_checkpoint_steps(tmp_path, "datanode")) >= 1, timeout=240, proc=proc)

@@ -44,7 +44,7 @@ def sample(
     for t, t_prev in tqdm(pairs, desc=f"{mode} sampling", disable=not progress, leave=False):
         t_B = torch.full((lq.shape[0],), t, device=lq.device, dtype=torch.long)
         t_prev_B = torch.full_like(t_B, t_prev)
-        eps_hat = net(x, t_B, lq)
+        eps_hat = net(x, t_B, lq).to(x.dtype)  # a bf16 net output under autocast; the step math stays in x's dtype
         noise = None if mode == "ode" else noise_like(x)
         x = process.step(eps_hat, t_B, t_prev_B, x, mu=lq, mode=mode, noise=noise)
         if callback is not None:

@@ -74,12 +74,23 @@ def build_ema(net: nn.Module) -> nn.Module:
     return ema
 
 
+def ema_decay(step: int, *, beta: float, update_after: int = 0, warmup: bool = False) -> float:
+    """EMA decay at `step`: 0 (a plain copy) up to update_after, then beta, or with warmup ema_pytorch's
+    1 - (1 + n)^(-2/3) with n = step - update_after, capped at beta (what Refusion's EMA(beta, update_every) does)."""
+    n = step - update_after
+    if n <= 0:
+        return 0.0
+    return min(beta, 1.0 - (1.0 + n) ** (-2.0 / 3.0)) if warmup else beta
+
+
 @torch.no_grad()
-def update_ema(ema: nn.Module, net: nn.Module, *, step: int, beta: float, every: int) -> None:
-    """ema <- beta * ema + (1 - beta) * net on steps that are multiples of `every`; buffers are copied."""
+def update_ema(ema: nn.Module, net: nn.Module, *, step: int, beta: float, every: int, update_after: int = 0,
+               warmup: bool = False) -> None:
+    """ema <- d * ema + (1 - d) * net on steps that are multiples of `every`, d = ema_decay(...); buffers copied."""
     if step % every != 0:
         return
+    decay = ema_decay(step, beta=beta, update_after=update_after, warmup=warmup)
     for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
-        p_ema.lerp_(p.detach(), 1.0 - beta)
+        p_ema.lerp_(p.detach(), 1.0 - decay)
     for b_ema, b in zip(ema.buffers(), net.buffers(), strict=True):
         b_ema.copy_(b)

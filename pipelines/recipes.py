@@ -65,6 +65,8 @@ class TrainConfig:
     ema: bool = True
     ema_beta: float = 0.995
     ema_every: int = 10
+    ema_update_after: int = 0  # the EMA is a plain copy of the net up to this step
+    ema_warmup: bool = False  # decay 1 - (1 + n)^(-2/3) capped at ema_beta after that (ema_pytorch, Refusion)
     grad_clip: float | None = None  # max global grad norm; None = no clipping
     amp: bool = True  # bf16 autocast, on CUDA only
     log_every: int = 5
@@ -72,6 +74,8 @@ class TrainConfig:
     max_failures: int = 0  # worker-group restarts from the last checkpoint (FailureConfig)
 
     def __post_init__(self) -> None:
+        if self.ema_update_after < 0:
+            raise ValueError(f"train.ema_update_after must be >= 0, got {self.ema_update_after}")
         for name in ("num_steps", "batch_size", "val_every", "ckpt_every", "keep_last", "ema_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
@@ -189,6 +193,12 @@ def _paper(name: str, method: MethodConfig, data: DataConfig, optim: OptimConfig
     )
 
 
+def _refusion(r: RunConfig) -> RunConfig:
+    """Refusion's EMA: ema_pytorch.EMA(beta=0.995, update_every=10) with its defaults (copy for 100 steps, warmup)."""
+    train = dataclasses.replace(r.train, ema_beta=0.995, ema_every=10, ema_update_after=100, ema_warmup=True)
+    return dataclasses.replace(r, train=train)
+
+
 def _paired(folder: str, *, patch_size: int, scale: int = 1) -> DataConfig:
     """Paired LQ/GT folders `data/<task>/train/{LQ,GT}` (replace with --config or --set), flips + rot90."""
     source = PairedFolderSource(lq_dir=f"data/{folder}/train/LQ", gt_dir=f"data/{folder}/train/GT", scale=scale)
@@ -201,8 +211,8 @@ LION = OptimConfig(name="lion", lr=4e-5, betas=(0.9, 0.99), scheduler="cosine", 
 
 def refusion_deblurring() -> RunConfig:
     """refusion.yml (deblurring): NAFNet w64 [1,1,1,28], sigma 50, T 100, Lion 4e-5 cosine, 700k x 4, 128^2."""
-    return _paper("refusion_deblurring", RefusionConfig(net=REFUSION_NAFNET), _paired("gopro", patch_size=128),
-                  LION, num_steps=700_000, batch_size=4)
+    return _refusion(_paper("refusion_deblurring", RefusionConfig(net=REFUSION_NAFNET), _paired("gopro", patch_size=128),
+                  LION, num_steps=700_000, batch_size=4))
 
 
 def refusion_deshadow() -> RunConfig:
@@ -215,7 +225,7 @@ def refusion_sisr() -> RunConfig:
     method = RefusionConfig(net=REFUSION_NAFNET, scale=4, upsample="nearest")
     data = DataConfig(source=FolderSource(paths=("data/DIV2K/train_HR",)), degradation=BicubicConfig(scale=4),
                       patch_size=128, crop_margin=0, hflip=True, rot=True, num_cpu_workers=6)
-    return _paper("refusion_sisr", method, data, LION, num_steps=700_000, batch_size=4)
+    return _refusion(_paper("refusion_sisr", method, data, LION, num_steps=700_000, batch_size=4))
 
 
 def latent_refusion_dehazing(autoencoder_path: str | None = None) -> RunConfig:
@@ -223,16 +233,16 @@ def latent_refusion_dehazing(autoencoder_path: str | None = None) -> RunConfig:
     net = dataclasses.replace(REFUSION_NAFNET, img_channels=DEHAZE_UNET.embed_dim, global_skip=True)
     method = RefusionConfig(net=net, latent=DEHAZE_UNET, autoencoder_path=autoencoder_path)
     optim = dataclasses.replace(LION, lr=3e-5)
-    return _paper("latent_refusion_dehazing", method, _paired("hazy", patch_size=1024), optim,
-                  num_steps=400_000, batch_size=8)
+    return _refusion(_paper("latent_refusion_dehazing", method, _paired("hazy", patch_size=1024), optim,
+                  num_steps=400_000, batch_size=8))
 
 
 def latent_autoencoder_dehazing() -> RunConfig:
     """unet-latent train_haze.yml: the 8x/8-channel AE, Lion 3e-5 cosine, 300k x 16, 256^2, lq/hq swap."""
     method = LatentAutoencoderConfig(net=DEHAZE_UNET)
     optim = dataclasses.replace(LION, lr=3e-5)
-    return _paper("latent_autoencoder_dehazing", method, _paired("hazy", patch_size=256), optim,
-                  num_steps=300_000, batch_size=16)
+    return _refusion(_paper("latent_autoencoder_dehazing", method, _paired("hazy", patch_size=256), optim,
+                  num_steps=300_000, batch_size=16))
 
 
 def irsde_deblurring() -> RunConfig:
@@ -243,8 +253,8 @@ def irsde_deblurring() -> RunConfig:
     optim = OptimConfig(name="adam", lr=1e-4, betas=(0.9, 0.99), scheduler="multistep",
                         milestones=(200_000, 400_000, 600_000), gamma=0.5)
     method = RefusionConfig(net=REFUSION_NAFNET, max_sigma=10.0)
-    return _paper("irsde_deblurring", method, _paired("gopro", patch_size=128), optim,
-                  num_steps=700_000, batch_size=4)
+    return _refusion(_paper("irsde_deblurring", method, _paired("gopro", patch_size=128), optim,
+                  num_steps=700_000, batch_size=4))
 
 
 # OSEDiff (arXiv 2406.08177): AdamW 5e-5 constant, grad-clip 1, batch 4 per GPU x 4, ~14k steps, no EMA
@@ -252,10 +262,15 @@ def irsde_deblurring() -> RunConfig:
 OSEDIFF_OPTIM = OptimConfig(name="adamw", lr=5e-5, betas=(0.9, 0.999), weight_decay=1e-2, scheduler="constant")
 
 
+# LSDIR + the first 10k FFHQ faces, Real-ESRGAN degradations without the USM-sharpened GT (commented out upstream).
+OSEDIFF_DATA = DataConfig(source=FolderSource(paths=("data/LSDIR", "data/FFHQ10k")),
+                          degradation=RealESRGANConfig(usm_gt=False), patch_size=512, num_cpu_workers=6)
+
+
 def osediff_sd21() -> RunConfig:
     """OSEDiff on SD 2.1-base (--set method.sd_path=/path/to/sd21), Real-ESRGAN x4 degradations, 512^2."""
     return RunConfig(
-        name="osediff_sd21", method=osediff_sd21_method(), data=DataConfig(patch_size=512), optim=OSEDIFF_OPTIM,
+        name="osediff_sd21", method=osediff_sd21_method(), data=OSEDIFF_DATA, optim=OSEDIFF_OPTIM,
         train=TrainConfig(num_steps=14_000, batch_size=4, ema=False, grad_clip=1.0, val_every=500, ckpt_every=500),
         scaling=ScalingSettings(num_workers=4, use_gpu=True, cpus_per_worker=2),
     )
@@ -276,16 +291,18 @@ ADAM_DIFFIR = OptimConfig(name="adam", lr=2e-4, betas=(0.9, 0.99), scheduler="mu
                           milestones=(500_000, 700_000), gamma=0.5)
 
 
-def _no_val(r: RunConfig) -> RunConfig:
-    """Stage 1 needs the GT to restore (CPEN_S1), so it has no validation."""
-    return dataclasses.replace(r, train=dataclasses.replace(r.train, num_val_images=0, ema_beta=0.999, ema_every=1))
+def _diffir(r: RunConfig, *, validate: bool) -> RunConfig:
+    """DiffIR's EMA (BasicSR, 0.999 every step); stage 1 needs the GT to restore (CPEN_S1), so it has no validation."""
+    train = dataclasses.replace(r.train, num_val_images=r.train.num_val_images if validate else 0, ema_beta=0.999,
+                                ema_every=1)
+    return dataclasses.replace(r, train=train)
 
 
 def diffir_sr4x_s1() -> RunConfig:
-    data = DataConfig(source=FolderSource(paths=("data/DF2K/train_HR",)), degradation=RealESRGANConfig(),
-                      patch_size=256, num_cpu_workers=6)
-    return _no_val(_paper("diffir_sr4x_s1", diffir_configs.sr4x(stage=1), data, ADAM_DIFFIR, num_steps=1_000_000,
-                          batch_size=9))
+    data = DataConfig(source=FolderSource(paths=("data/DF2K/train_HR",)), degradation=RealESRGANConfig(usm_gt=False),
+                      patch_size=256, num_cpu_workers=6)  # DiffIR trains without the USM-sharpened GT (gt_usm: False)
+    return _diffir(_paper("diffir_sr4x_s1", diffir_configs.sr4x(stage=1), data, ADAM_DIFFIR, num_steps=1_000_000,
+                          batch_size=9), validate=False)
 
 
 def diffir_sr4x_s2(init_from: str = "runs/diffir_sr4x_s1/checkpoint_01000000") -> RunConfig:
@@ -297,14 +314,14 @@ def diffir_sr4x_s2(init_from: str = "runs/diffir_sr4x_s1/checkpoint_01000000") -
 
 def diffir_deblur_s1() -> RunConfig:
     optim = OptimConfig(name="adam", lr=2e-4, betas=(0.9, 0.999), scheduler="cosine", eta_min=1e-6)
-    return _no_val(_paper("diffir_deblur_s1", diffir_configs.deblur(stage=1), _paired("gopro", patch_size=256), optim,
-                          num_steps=300_000, batch_size=4))
+    return _diffir(_paper("diffir_deblur_s1", diffir_configs.deblur(stage=1), _paired("gopro", patch_size=256), optim,
+                          num_steps=300_000, batch_size=4), validate=False)
 
 
 def diffir_deblur_s2(init_from: str = "runs/diffir_deblur_s1/checkpoint_00300000") -> RunConfig:
     optim = dataclasses.replace(ADAM_DIFFIR, milestones=(180_000, 260_000, 340_000))
-    return _paper("diffir_deblur_s2", diffir_configs.deblur(stage=2, init_from=init_from),
-                  _paired("gopro", patch_size=256), optim, num_steps=400_000, batch_size=4)
+    return _diffir(_paper("diffir_deblur_s2", diffir_configs.deblur(stage=2, init_from=init_from),
+                          _paired("gopro", patch_size=256), optim, num_steps=400_000, batch_size=4), validate=True)
 
 
 def diffir_debug() -> RunConfig:

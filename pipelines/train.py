@@ -112,7 +112,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             state.step += 1
             if state.ema is not None:
                 update_ema(state.ema, unwrap(state.net), step=state.step, beta=config.train.ema_beta,
-                           every=config.train.ema_every)
+                           every=config.train.ema_every, update_after=config.train.ema_update_after,
+                           warmup=config.train.ema_warmup)
             _test_only_crash(state.step, rank)
             window.add(logs, data_s=t_data, step_s=time.perf_counter() - t0)
             last = state.step == config.train.num_steps

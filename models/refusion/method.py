@@ -91,11 +91,16 @@ class Refusion:
         return [{"params": [p for p in _unwrap(net).denoiser.parameters() if p.requires_grad]}]
 
     def _to_diffusion_space(self, net: RefusionNet, x_BCHW: torch.Tensor):
-        """(x or its latent, lq skips or None); the frozen encoder runs without grad."""
+        """(x or its latent in float32, lq skips or None); the frozen encoder runs without grad.
+
+        The latent is cast back to float32: under bf16 autocast the encoder returns bf16, and the IR-SDE
+        math would then round x_t and the matching target to 2^-8, which swamps the L1 the loss measures.
+        """
         if net.autoencoder is None:
             return x_BCHW, None
         with torch.no_grad():
-            return net.autoencoder.encode(x_BCHW)
+            z, skips = net.autoencoder.encode(x_BCHW)
+        return z.float(), skips
 
     def loss(
         self, net: nn.Module, hq: torch.Tensor, lq: torch.Tensor, *, step: int, generator: torch.Generator
@@ -107,7 +112,7 @@ class Refusion:
         t_B = self.process.sample_t(x0.shape[0], generator=generator, device=x0.device)
         noise = randn_like(x0, generator)
         xt = self.process.add_noise(x0, mu, noise, t_B)
-        eps_hat = net(xt, t_B, mu)
+        eps_hat = net(xt, t_B, mu).float()  # the process math stays float32 under autocast
         loss = self.process.loss(eps_hat, xt, x0, mu, t_B)
         with torch.no_grad():
             noise_l1 = (eps_hat.float() - noise.float()).abs().mean()

@@ -8,6 +8,7 @@ from pipelines.optim import (
     build_ema,
     build_optimizer,
     build_scheduler,
+    ema_decay,
     update_ema,
 )
 
@@ -67,3 +68,22 @@ def test_ema_updates_only_every_n_steps_towards_the_net():
     assert torch.all(ema.weight == 0.0)
     update_ema(ema, net, step=10, beta=0.9, every=10)
     assert torch.allclose(ema.weight, torch.full_like(ema.weight, 0.1))
+
+
+def test_ema_decay_copies_then_warms_up_like_ema_pytorch_and_caps_at_beta():
+    kwargs = {"beta": 0.995, "update_after": 100, "warmup": True}
+    assert ema_decay(100, **kwargs) == 0.0  # a plain copy up to update_after
+    assert ema_decay(101, **kwargs) == pytest.approx(1 - 2 ** (-2 / 3))
+    assert ema_decay(1100, **kwargs) == pytest.approx(1 - 1001 ** (-2 / 3))  # ~0.990
+    assert ema_decay(100_000, **kwargs) == 0.995
+    assert ema_decay(5, beta=0.9) == 0.9  # no update_after, no warmup: the constant beta
+
+
+def test_ema_before_update_after_is_a_copy_of_the_net():
+    net = nn.Linear(2, 1, bias=False)
+    ema = build_ema(net)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+        ema.weight.fill_(0.0)
+    update_ema(ema, net, step=10, beta=0.995, every=10, update_after=100, warmup=True)
+    assert torch.all(ema.weight == 1.0)

@@ -117,3 +117,14 @@ def test_train_config_rejects_bad_values():
         TrainConfig(ema_beta=1.0)
     with pytest.raises(ValueError, match="grad_clip"):
         TrainConfig(grad_clip=0.0)
+
+
+def test_ema_and_usm_settings_follow_each_methods_official_code():
+    for name in ("refusion_deblurring", "refusion_sisr", "latent_refusion_dehazing", "irsde_deblurring"):
+        train = RECIPES[name]().train
+        assert (train.ema_beta, train.ema_every, train.ema_update_after, train.ema_warmup) == (0.995, 10, 100, True)
+    for name in ("diffir_sr4x_s1", "diffir_sr4x_s2", "diffir_deblur_s1", "diffir_deblur_s2"):
+        train = RECIPES[name]().train
+        assert (train.ema_beta, train.ema_every, train.ema_warmup) == (0.999, 1, False), name
+    for name in ("osediff_sd21", "diffir_sr4x_s1", "diffir_sr4x_s2"):
+        assert RECIPES[name]().data.degradation.usm_gt is False, name

@@ -66,6 +66,19 @@ def test_latent_refusion_freezes_the_autoencoder_and_restores_full_size() -> Non
     assert out.shape == (2, 3, 30, 27)
 
 
+def test_latent_diffusion_math_stays_float32_under_bf16_autocast() -> None:
+    # A bf16 latent would round x_t and the matching target to 2^-8, far above the residual the L1 measures.
+    method = Refusion(latent_refusion_tiny(), autoencoder=LatentUNet(TINY_UNET))
+    net = method.build()
+    hq, lq = smooth_pairs(2, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z, _ = method._to_diffusion_space(net, hq)
+        loss, _ = method.loss(net, hq, lq, step=0, generator=torch.Generator().manual_seed(0))
+        out = method.restore(net, lq, generator=torch.Generator().manual_seed(0), num_steps=2)
+    assert z.dtype == torch.float32 and loss.dtype == torch.float32
+    assert out.shape == hq.shape and torch.isfinite(out).all()
+
+
 def test_latent_refusion_without_autoencoder_is_refused() -> None:
     with pytest.raises(ValueError, match="pretrained autoencoder"):
         Refusion(dataclasses.replace(latent_refusion_tiny(), autoencoder_path=None))

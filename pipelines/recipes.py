@@ -18,7 +18,7 @@ from models.diffir import DiffIR, DiffIRConfig
 from models.diffir import configs as diffir_configs
 from models.msgd import MSGD, MSGDConfig
 from models.msgd import configs as msgd_configs
-from models.nets.latent_unet import DEHAZE_UNET
+from models.nets.latent_unet import DEHAZE_UNET, LatentUNet
 from models.nets.nafnet import REFUSION_NAFNET
 from models.osediff import OSEDiff, OSEDiffConfig
 from models.osediff import osediff_sd21 as osediff_sd21_method
@@ -142,6 +142,19 @@ class RunConfig:
 def build_method(config: MethodConfig) -> Any:
     """The RestorationMethod object for a method config."""
     return METHODS[config.kind][1](config)
+
+
+def build_method_for_saved_weights(config: MethodConfig) -> Any:
+    """The method for a net whose every weight comes from a saved state (resume, restore): no external file is read.
+
+    A fresh run reads pretrained parts (Latent Refusion's autoencoder, DiffIR stage 2's stage-1 init); a saved
+    state already holds them, and the files they came from may be gone or on another machine.
+    """
+    if isinstance(config, RefusionConfig) and config.latent is not None:
+        return Refusion(config, autoencoder=LatentUNet(config.latent))  # a blank one: the state dict fills it
+    if isinstance(config, DiffIRConfig) and config.init_from:
+        return DiffIR(dataclasses.replace(config, init_from=""))
+    return build_method(config)
 
 
 def apply_overrides(config: RunConfig, *, files: list[str] = (), sets: list[str] = ()) -> RunConfig:

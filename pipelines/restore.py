@@ -21,13 +21,12 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.nets.latent_unet import LatentUNet  # noqa: E402
 from models.refusion import Refusion, RefusionConfig  # noqa: E402
 from models.tiling import choose_tile, measure_bytes_per_pixel, tiled  # noqa: E402
 from pipelines.batching import to_image, to_model  # noqa: E402
 from pipelines.checkpoints import load_state, read_config  # noqa: E402
 from pipelines.decode import decode_image  # noqa: E402
-from pipelines.recipes import MethodConfig, RunConfig, build_method  # noqa: E402
+from pipelines.recipes import MethodConfig, RunConfig, build_method_for_saved_weights  # noqa: E402
 from pipelines.sources import IMAGE_SUFFIXES  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -38,14 +37,6 @@ PROCESS_FLAGS = ("max_sigma", "T", "schedule", "eps")
 
 class CheckpointMismatch(ValueError):
     """The command line asks for process settings the checkpoint was not trained with."""
-
-
-def method_for_restore(config: MethodConfig) -> Any:
-    """The method object; every weight comes from the checkpoint, so no external file is read."""
-    if isinstance(config, RefusionConfig) and config.latent is not None:
-        # The autoencoder weights are part of the Refusion state dict: start from a blank one.
-        return Refusion(config, autoencoder=LatentUNet(config.latent))
-    return build_method(config)
 
 
 def check_process_flags(config: MethodConfig, requested: dict[str, Any]) -> None:
@@ -64,7 +55,7 @@ def check_process_flags(config: MethodConfig, requested: dict[str, Any]) -> None
 def load_checkpoint(directory: str | Path, *, device: torch.device) -> tuple[Any, torch.nn.Module, RunConfig]:
     """(method, net in eval mode on device, run config); the EMA weights are used when saved."""
     config = RunConfig.from_dict(read_config(directory))
-    method = method_for_restore(config.method)
+    method = build_method_for_saved_weights(config.method)
     net = method.build()
     state = load_state(directory)
     net.load_state_dict(state["ema"] if state["ema"] is not None else state["net"])

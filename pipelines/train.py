@@ -39,7 +39,7 @@ from pipelines.checkpoints import (
 from pipelines.data import build_val_set
 from pipelines.evaluate import evaluate
 from pipelines.optim import build_ema, build_optimizer, build_scheduler, update_ema
-from pipelines.recipes import RunConfig, build_method
+from pipelines.recipes import RunConfig, build_method, build_method_for_saved_weights
 from pipelines.tracking import Tracker, TrackingTarget
 
 logger = logging.getLogger(__name__)
@@ -66,9 +66,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         torch.set_num_threads(max(1, int(config.scaling.cpus_per_worker)))
     torch.manual_seed(config.seed)  # the only global seeding: identical initial weights on every rank
 
-    method = build_method(config.method)
-    state = build_state(config, method, device=device, world_size=world_size)
     saved = load_saved_state(loop_config, device=device)
+    # A saved state holds every weight: pretrained parts (DiffIR's stage-1 init, ...) are not read again.
+    method = build_method(config.method) if saved is None else build_method_for_saved_weights(config.method)
+    state = build_state(config, method, device=device, world_size=world_size)
     if saved is not None:
         restore_state(state, saved)
     # The driver built the dataset to start at `data_start_step`; after an in-run restart, skip what was consumed.

@@ -22,8 +22,8 @@ from models.refusion import latent_refusion_tiny
 from pipelines.checkpoints import load_state, write_checkpoint
 from pipelines.data import DataConfig, build_train_dataset, build_val_set, make_pair_or_skip
 from pipelines.decode import DecodeError, ImageTooLarge, decode_image
-from pipelines.recipes import apply_overrides, debug
-from pipelines.restore import CheckpointMismatch, check_process_flags, load_checkpoint, method_for_restore
+from pipelines.recipes import apply_overrides, build_method_for_saved_weights, debug
+from pipelines.restore import CheckpointMismatch, check_process_flags, load_checkpoint
 from pipelines.sources import FolderSource, PairedFolderSource
 
 MAX_PIXELS = 100_000_000
@@ -217,7 +217,7 @@ def test_bad_config_value_names_the_field_and_the_allowed_values(override, expec
 def _debug_checkpoint(directory: Path, *, net_state: dict | None = None) -> Path:
     config = debug()
     if net_state is None:
-        net_state = method_for_restore(config.method).build().state_dict()
+        net_state = build_method_for_saved_weights(config.method).build().state_dict()
     state = {"net": net_state, "ema": None, "optimizer": {}, "scheduler": {}, "step": 0}
     return write_checkpoint(directory, state=state, config=config.to_dict())
 
@@ -228,7 +228,7 @@ def test_a_matching_checkpoint_loads(tmp_path):
 
 
 def test_weights_from_another_method_are_refused_with_the_mismatching_keys(tmp_path):
-    other = method_for_restore(latent_refusion_tiny()).build().state_dict()
+    other = build_method_for_saved_weights(latent_refusion_tiny()).build().state_dict()
     directory = _debug_checkpoint(tmp_path / "ckpt", net_state=other)
     with pytest.raises(RuntimeError, match="Error\\(s\\) in loading state_dict") as err:
         load_checkpoint(directory, device=torch.device("cpu"))

@@ -94,3 +94,21 @@ def test_latent_checkpoint_restores_with_tiles_and_a_memory_budget(tmp_path) -> 
         assert cv2.imread(str(path)).shape == (40, 36, 3)
     method, net, _ = restore.load_checkpoint(tmp_path / "ckpt", device=torch.device("cpu"))
     assert isinstance(net.autoencoder, LatentUNet) and net.autoencoder.config == TINY_UNET
+
+
+def test_diffir_stage2_checkpoint_restores_after_its_stage1_folder_is_gone(tmp_path) -> None:
+    from models.diffir import DiffIR, configs
+
+    stage1 = DiffIR(configs.tiny(stage=1, scale=1)).build()
+    write_checkpoint(tmp_path / "s1", state={"net": stage1.state_dict(), "ema": stage1.state_dict(), "optimizer": {},
+                                             "scheduler": {}, "step": 3}, config={})
+    stage2_config = configs.tiny(stage=2, scale=1, init_from=str(tmp_path / "s1"))
+    stage2 = DiffIR(stage2_config).build()  # reads the stage-1 folder, as a fresh stage-2 run does
+    state = {"net": stage2.state_dict(), "ema": None, "optimizer": {}, "scheduler": {}, "step": 5}
+    write_checkpoint(tmp_path / "s2", state=state, config=dataclasses.replace(debug(), method=stage2_config).to_dict())
+    for path in (tmp_path / "s1").iterdir():
+        path.unlink()
+    (tmp_path / "s1").rmdir()
+
+    _, net, _ = restore.load_checkpoint(tmp_path / "s2", device=torch.device("cpu"))
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in stage2.state_dict().items())

@@ -27,3 +27,6 @@ class RestorationMethod(Protocol):
     def restore(self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
         """Restored image at HQ size."""
         ...
+
+    # Optional: a method with `needs_keys = True` (OSEDiff with a prompt file) also takes `keys=[...]`, one
+    # image key per batch row (pipelines.sources.Sample.key), in loss and restore.

@@ -270,15 +270,15 @@ def execution_options(config: DataConfig | None = None) -> ray.data.ExecutionOpt
     return options
 
 
-def build_val_set(config: DataConfig, num_images: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Deterministic validation pairs (uint8 hq PxPx3, lq (P/s)x(P/s)x3) from centre crops of the first images.
+def build_val_set(config: DataConfig, num_images: int) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """Deterministic validation pairs (uint8 hq PxPx3, lq (P/s)x(P/s)x3, image key) from centre crops of the first images.
 
     Plain function, no Ray. Degradations use a fixed seed (VAL_SEED), not config.seed. Bad images are
     skipped (and counted in the log); fewer than num_images pairs come back if the source runs out.
     """
     samples = config.source.manifest().samples
     counter, warned = collections.Counter(), set()
-    hqs, lqs = [], []
+    hqs, lqs, keys = [], [], []
     for sample in samples:
         if len(hqs) == num_images:
             break
@@ -286,8 +286,9 @@ def build_val_set(config: DataConfig, num_images: int) -> tuple[list[np.ndarray]
         if pair is not None:
             hqs.append(pair[0])
             lqs.append(pair[1])
+            keys.append(sample.key)
     logger.info("validation set: %d pairs from %d images, skipped %s", len(hqs), len(samples), dict(counter))
-    return hqs, lqs
+    return hqs, lqs, keys
 
 
 def _val_pair_or_skip(sample: Sample, config: DataConfig, counter: collections.Counter, warned: set[int]):

@@ -13,7 +13,7 @@ from pipelines.batching import to_image, to_model
 def evaluate(
     method: RestorationMethod,
     net: nn.Module,
-    val_set: tuple[list[np.ndarray], list[np.ndarray]],
+    val_set: tuple[list[np.ndarray], list[np.ndarray], list[str]],
     metrics: ImageMetrics,
     *,
     device: torch.device,
@@ -22,7 +22,7 @@ def evaluate(
 ) -> tuple[dict[str, float], np.ndarray]:
     """(mean scores, uint8 HWC grid with one row per image: LQ upsampled | restored | GT).
 
-    `val_set` is (hq list, lq list) of uint8 HWC crops (P x P and P/scale x P/scale). Sampling noise comes
+    `val_set` is (hq list, lq list, image keys) of uint8 HWC crops (P x P and P/scale x P/scale). Sampling noise comes
     from a generator seeded with `seed`, so two evaluations of the same weights agree.
     """
     was_training = net.training
@@ -35,7 +35,8 @@ def evaluate(
     for start in range(0, num_images, batch_size):
         hq = to_model(torch.from_numpy(hq_all[start : start + batch_size]).to(device))
         lq = to_model(torch.from_numpy(lq_all[start : start + batch_size]).to(device))
-        out = method.restore(net, lq, generator=generator)
+        keys = {"keys": val_set[2][start : start + batch_size]} if getattr(method, "needs_keys", False) else {}
+        out = method.restore(net, lq, generator=generator, **keys)
         for key, value in metrics(out, hq).items():
             sums[key] = sums.get(key, 0.0) + value * len(hq)
         rows.append(_grid_rows(to_image(lq), to_image(out), to_image(hq)))

@@ -87,19 +87,25 @@ def list_inputs(src: Path) -> list[Path]:
 
 def restore_image(method: Any, net: torch.nn.Module, lq_BCHW: torch.Tensor, *, scale: int, seed: int,
                   sampler: str | None, steps: int | None, tile: int | None, overlap: int,
-                  max_memory_gb: float | None, progress: bool) -> torch.Tensor:
-    """One image through the method, tiled when asked or when the budget needs it; seeded per image."""
+                  max_memory_gb: float | None, progress: bool, key: str | None = None) -> torch.Tensor:
+    """One image through the method, tiled when asked or when the budget needs it; seeded per image.
+
+    `key` is the image's key for a method that looks prompts up by key (OSEDiff with a prompt file).
+    """
     generator = torch.Generator(lq_BCHW.device).manual_seed(seed)
     kwargs = {"num_steps": steps, "mode": sampler} if isinstance(method, Refusion) else {}
+    if getattr(method, "needs_keys", False):
+        kwargs["keys"] = [key] * lq_BCHW.shape[0]
 
     def fn(lq_tile: torch.Tensor) -> torch.Tensor:
         return method.restore(net, lq_tile, generator=generator, **kwargs)
 
     if tile is None and max_memory_gb is not None:
         # The peak of one reverse step is the peak of all of them: probe a 128px crop with one step.
-        probe_kwargs = {**kwargs, "num_steps": 1} if kwargs else {}
+        probe_kwargs = {**kwargs, "num_steps": 1} if "num_steps" in kwargs else kwargs
+        probe_generator = torch.Generator(lq_BCHW.device).manual_seed(seed)  # leaves the image's draws unchanged
         bytes_per_pixel = measure_bytes_per_pixel(
-            lambda x: method.restore(net, x, generator=generator, **probe_kwargs), lq_BCHW[..., :128, :128])
+            lambda x: method.restore(net, x, generator=probe_generator, **probe_kwargs), lq_BCHW[..., :128, :128])
         tile = choose_tile(*lq_BCHW.shape[-2:], max_bytes=max_memory_gb * 2**30, bytes_per_pixel=bytes_per_pixel)
         logger.info("memory budget %.2f GiB, %.0f B/px: %s", max_memory_gb, bytes_per_pixel,
                     "one pass" if tile is None else f"tiles of {tile}px")
@@ -139,7 +145,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         lq_BCHW = read_image(path).to(device)
         out_BCHW = restore_image(method, net, lq_BCHW, scale=config.method.scale, seed=args.seed + i,
                                  sampler=args.sampler, steps=args.steps, tile=args.tile, overlap=args.overlap,
-                                 max_memory_gb=args.max_memory_gb, progress=not args.no_progress)
+                                 max_memory_gb=args.max_memory_gb, progress=not args.no_progress, key=path.stem)
         target = args.output / f"{path.stem}.png"
         write_image(target, out_BCHW)
         logger.info("%s -> %s", path, target)

@@ -25,6 +25,11 @@ class Sample:
     hq: str | bytes
     lq: str | bytes | None = None
 
+    @property
+    def key(self) -> str:
+        """The name without its suffix (a flat folder's file stem): what a keyed prompt file is indexed by."""
+        return self.name.rsplit(".", 1)[0] if "." in self.name.rsplit("/", 1)[-1] else self.name
+
 
 @dataclass(frozen=True, slots=True)
 class Manifest:

@@ -84,6 +84,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if validate:
         metrics = ImageMetrics(device=device)  # built once per worker: LPIPS loads weights
         val_set = build_val_set(config.data, num_images=config.train.num_val_images)
+    # Image keys by sample id, for a method that looks prompts up by key (OSEDiff with a prompt file).
+    keys_by_id = ({s.sample_id: s.key for s in config.data.source.manifest().samples}
+                  if getattr(method, "needs_keys", False) else None)
     generator = torch.Generator(device=device)
     use_amp = config.train.amp and device.type == "cuda"
     global_batch = config.train.batch_size * world_size
@@ -103,7 +106,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             # Training noise depends on (seed, rank, step) only: a resumed run draws what the original drew.
             generator.manual_seed(noise_seed(config.seed, rank, state.step))
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss, logs = method.loss(state.net, hq, lq, step=state.step, generator=generator)
+                keys = {} if keys_by_id is None else {"keys": [keys_by_id[int(i)] for i in batch["sample_id"]]}
+                loss, logs = method.loss(state.net, hq, lq, step=state.step, generator=generator, **keys)
             state.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.train.grad_clip is not None:

@@ -151,7 +151,7 @@ def test_pair_maker_skips_bad_files_and_counts_them_by_reason(tmp_path, caplog, 
 
 
 def test_validation_set_skips_bad_files(tmp_path):
-    hqs, lqs = build_val_set(_data_config(_mixed_folder(tmp_path / "mixed")), num_images=9)
+    hqs, lqs, _ = build_val_set(_data_config(_mixed_folder(tmp_path / "mixed")), num_images=9)
     assert len(hqs) == len(lqs) == 3  # the two photos and the padded 1x1 image
 
 

@@ -75,6 +75,11 @@ class OSEDiff:
             {"params": core.fake_score_parameters(), "lr": self.config.lr, "name": "fake_score"},
         ]
 
+    @property
+    def needs_keys(self) -> bool:
+        """True when prompts come from a keyed file: the loop and restore then pass keys= (image keys)."""
+        return self.prompt_table is not None
+
     def prompts(self, net: OSEDiffNet, x_BCHW: torch.Tensor, keys: Sequence[str] | None) -> list[str]:
         """One prompt per image: tags of x (tagger), the file's entry for each key, or the fixed prompt."""
         cfg = self.config

@@ -237,13 +237,14 @@ def test_start_index_continues_the_stream_exactly(tmp_path):
 
 def test_val_set_is_deterministic_and_independent_of_the_run_seed(tmp_path):
     source = _folder(tmp_path, [(48, 48), (40, 56), (20, 20)], bad={"a_bad.png": b""})
-    hqs, lqs = build_val_set(_config(source, seed=1), 3)
+    hqs, lqs, keys = build_val_set(_config(source, seed=1), 3)
     assert len(hqs) == 3 and all(h.shape == (32, 32, 3) and h.dtype == np.uint8 for h in hqs)
     assert all(q.shape == (8, 8, 3) for q in lqs)
-    hqs2, lqs2 = build_val_set(_config(source, seed=2), 3)
+    assert keys == ["img_00", "img_01", "img_02"]  # the file stems; the bad file has no pair and no key
+    hqs2, lqs2, _ = build_val_set(_config(source, seed=2), 3)
     assert all(a.tobytes() == b.tobytes() for a, b in zip(hqs + lqs, hqs2 + lqs2))
-    skipped, _ = build_val_set(_config(source, small="skip"), 3)
-    assert len(skipped) == 2  # the 20x20 image is skipped, the empty file too, and the source runs out
+    skipped, _, skipped_keys = build_val_set(_config(source, small="skip"), 3)
+    assert len(skipped) == len(skipped_keys) == 2  # the 20x20 image is skipped, the empty file too, and the source runs out
 
 
 def test_decode_error_is_the_skip_reason_for_missing_files(tmp_path):

@@ -17,20 +17,35 @@ _CV2_MODES = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 def resize(img: np.ndarray, *, size_hw: tuple[int, int], mode: ResizeMode) -> np.ndarray:
     """Resize to size_hw like torch F.interpolate(align_corners=False, antialias=False).
 
-    bilinear/bicubic (a = -0.75) use the same half-pixel mapping in cv2 and torch. torch's `area`
-    is adaptive average pooling: a box average when shrinking and near-replication when enlarging, so
-    enlarging uses cv2 INTER_NEAREST_EXACT (cv2's own INTER_AREA interpolates linearly when enlarging).
+    bilinear/bicubic (a = -0.75) use the same half-pixel mapping in cv2 and torch. torch's `area` is
+    adaptive average pooling (output i averages inputs floor(i n/m) .. ceil((i+1) n/m) - 1), which cv2 has
+    no mode for at fractional ratios: it is computed here from cumulative sums, one axis at a time.
     Bicubic may overshoot [0, 1]; the reference does not clamp after resizing, nor do we.
     """
     h, w = size_hw
     if (h, w) == img.shape[:2]:
         return img
     if mode == "area":
-        shrink = h <= img.shape[0] and w <= img.shape[1]
-        flag = cv2.INTER_AREA if shrink else cv2.INTER_NEAREST_EXACT
-    else:
-        flag = _CV2_MODES[mode]
-    return cv2.resize(img, (w, h), interpolation=flag)
+        return _adaptive_average(_adaptive_average(img, h, axis=0), w, axis=1)
+    return cv2.resize(img, (w, h), interpolation=_CV2_MODES[mode])
+
+
+def _adaptive_average(img: np.ndarray, n_out: int, *, axis: int) -> np.ndarray:
+    """torch's adaptive_avg_pool along one axis: box averages over [floor(i n/m), ceil((i+1) n/m))."""
+    n_in = img.shape[axis]
+    if n_in == n_out:
+        return img
+    i = np.arange(n_out)
+    start, end = i * n_in // n_out, -(-(i + 1) * n_in // n_out)
+    if n_out > n_in:  # enlarging: every window holds one or two pixels, so two gathers do it
+        first, last = np.take(img, start, axis=axis), np.take(img, end - 1, axis=axis)
+        return (first + last) * np.asarray(0.5, img.dtype)
+    sums = np.cumsum(img, axis=axis, dtype=np.float64)
+    sums = np.concatenate([np.zeros_like(np.take(sums, [0], axis=axis)), sums], axis=axis)
+    shape = [1] * img.ndim
+    shape[axis] = n_out
+    box = (np.take(sums, end, axis=axis) - np.take(sums, start, axis=axis)) / (end - start).reshape(shape)
+    return box.astype(img.dtype)
 
 
 def _cubic(x: np.ndarray) -> np.ndarray:

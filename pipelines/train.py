@@ -110,8 +110,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 loss, logs = method.loss(state.net, hq, lq, step=state.step, generator=generator, **keys)
             state.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if config.train.grad_clip is not None:
-                logs["grad_norm"] = nn.utils.clip_grad_norm_(state.net.parameters(), config.train.grad_clip).item()
+            if config.train.grad_clip is not None:  # per optimiser group, as OSEDiff clips generator and regulariser
+                norms = [nn.utils.clip_grad_norm_(group["params"], config.train.grad_clip)
+                         for group in state.optimizer.param_groups]
+                logs["grad_norm"] = torch.linalg.vector_norm(torch.stack(norms)).item()
             state.optimizer.step()
             state.scheduler.step()
             state.step += 1

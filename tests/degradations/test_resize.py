@@ -22,6 +22,14 @@ def test_area_shrink_is_a_box_average_and_area_enlarge_replicates(hq64):
     np.testing.assert_array_equal(resize(small, size_hw=(16, 16), mode="area"), small.repeat(2, axis=0).repeat(2, axis=1))
 
 
+@pytest.mark.parametrize("size", [(41, 37), (83, 101), (64, 23)])
+def test_area_matches_torch_adaptive_average_pooling_at_fractional_ratios(hq64, size):
+    torch = pytest.importorskip("torch")
+    x = torch.from_numpy(hq64).permute(2, 0, 1)[None]
+    expected = torch.nn.functional.interpolate(x, size=size, mode="area")[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(resize(hq64, size_hw=size, mode="area"), expected, atol=1e-6)
+
+
 def test_bicubic_weight_rows_sum_to_one_and_constant_is_preserved():
     w = _bicubic_weights(96, 24)
     np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-12)

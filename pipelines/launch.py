@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set optim.lr=1e-4 --set train.num_steps=1000")
     parser.add_argument("--data", action="append", help="train on HQ images in this folder/glob (synthetic LQ)")
+    parser.add_argument("--sd-path", help="OSEDiff: local SD 2.1-base folder (diffusers layout) or hub id "
+                        "(same as --set method.sd_path=...)")
     parser.add_argument("--name", help="run name (default: <recipe>-<UTC timestamp>)")
     parser.add_argument("--resume", metavar="NAME", help="continue run NAME from its latest checkpoint")
     parser.add_argument("--storage-path", help="where runs live (local dir or s3://...); default runs/")
@@ -67,7 +69,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, tuple[str, int]
     """The run's config and, for --resume, (checkpoint uri, step) of the checkpoint it continues from."""
     sets = list(args.set)
     for flag, key in ((args.num_workers, "scaling.num_workers"), (args.use_gpu, "scaling.use_gpu"),
-                      (args.storage_path, "storage_path")):
+                      (args.storage_path, "storage_path"), (args.sd_path, "method.sd_path")):
         if flag is not None:
             sets.append(f"{key}={json.dumps(flag)}")
     if args.resume:

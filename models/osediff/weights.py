@@ -68,7 +68,13 @@ def load_sd(sd_path: str) -> SDParts:
         check_sd_folder(Path(sd_path).expanduser())
         sd_path = str(Path(sd_path).expanduser())
     log.info("loading SD weights from %s", sd_path)
-    scheduler = DDPMScheduler.from_pretrained(sd_path, subfolder="scheduler")
+    try:
+        scheduler = DDPMScheduler.from_pretrained(sd_path, subfolder="scheduler")
+    except OSError as error:  # "owner/name" is also what a mistyped relative folder looks like
+        raise FileNotFoundError(
+            f"sd_path {sd_path!r}: no local folder of that name, and the hub id could not be loaded ({error}); "
+            "supply a local SD 2.1-base folder in diffusers layout"
+        ) from error
     if scheduler.config.prediction_type != "epsilon":
         raise ValueError(
             f"OSEDiff needs an epsilon-prediction SD (2.1-base), but {sd_path} predicts "

@@ -128,3 +128,10 @@ def test_ema_and_usm_settings_follow_each_methods_official_code():
         assert (train.ema_beta, train.ema_every, train.ema_warmup) == (0.999, 1, False), name
     for name in ("osediff_sd21", "diffir_sr4x_s1", "diffir_sr4x_s2"):
         assert RECIPES[name]().data.degradation.usm_gt is False, name
+
+
+def test_sd_path_flag_sets_the_osediff_weights_folder():
+    from pipelines.launch import parse_args, resolve_config
+
+    config, _ = resolve_config(parse_args(["--method", "osediff", "--recipe", "sd21", "--sd-path", "/weights/sd21"]))
+    assert config.method.sd_path == "/weights/sd21"

@@ -44,3 +44,12 @@ def test_tiny_folder_loads_through_the_same_path(tiny_sd_dir: Path):
     parts = load_sd(str(tiny_sd_dir))
     assert parts.unet.config.cross_attention_dim == parts.text_encoder.config.hidden_size
     assert parts.tokenizer.model_max_length == 77 and parts.alphas_cumprod.shape == (1000,)
+
+
+def test_mistyped_relative_folder_is_reported_as_a_missing_local_folder(tmp_path: Path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # never reach for the network
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no local folder of that name"):
+        load_sd("weights/sd21")

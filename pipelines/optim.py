@@ -13,7 +13,7 @@ from lion_pytorch import Lion
 from torch import nn
 
 OPTIMIZERS = ("lion", "adam", "adamw")
-SCHEDULERS = ("cosine", "multistep", "constant")
+SCHEDULERS = ("cosine", "multistep", "constant", "two_phase")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -24,10 +24,16 @@ class OptimConfig:
     lr: float = 4e-5
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
-    scheduler: Literal["cosine", "multistep", "constant"] = "cosine"
+    scheduler: Literal["cosine", "multistep", "constant", "two_phase"] = "cosine"
     eta_min: float = 1e-7  # cosine floor
     milestones: tuple[int, ...] = ()  # multistep decay steps
-    gamma: float = 0.5  # multistep factor (the IR-SDE code hard-codes 0.5)
+    gamma: float = 0.5  # multistep factor (the IR-SDE code hard-codes 0.5); two_phase: phase-B factor
+    # two_phase (DiffIR stage 2's manual schedule): lr * phase_a_gamma^(it // phase_a_every) for it < phase_steps,
+    # then lr * gamma^((it - phase_steps) // decay_every), restarting at lr when phase B begins.
+    phase_steps: int = 0
+    phase_a_every: int = 60_000
+    phase_a_gamma: float = 0.1
+    decay_every: int = 600_000
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
@@ -44,6 +50,9 @@ class OptimConfig:
             raise ValueError(f"optim.milestones must be increasing, got {self.milestones}")
         if self.scheduler == "multistep" and not self.milestones:
             raise ValueError("optim.milestones must be non-empty when optim.scheduler is 'multistep'")
+        if self.phase_steps < 0 or self.phase_a_every < 1 or self.decay_every < 1:
+            raise ValueError(f"optim.phase_steps must be >= 0 and phase_a_every, decay_every >= 1, got "
+                             f"{self.phase_steps}, {self.phase_a_every}, {self.decay_every}")
 
 
 def build_optimizer(config: OptimConfig, param_groups: list[dict]) -> torch.optim.Optimizer:
@@ -59,12 +68,21 @@ def build_optimizer(config: OptimConfig, param_groups: list[dict]) -> torch.opti
 def build_scheduler(
     config: OptimConfig, optimizer: torch.optim.Optimizer, *, num_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-step schedule: cosine over the whole run to eta_min, multistep, or constant."""
+    """Per-step schedule: cosine over the whole run to eta_min, multistep, constant, or DiffIR's two_phase."""
     if config.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_steps, eta_min=config.eta_min)
     if config.scheduler == "multistep":
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones), gamma=config.gamma)
+    if config.scheduler == "two_phase":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: two_phase_factor(it, config))
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def two_phase_factor(it: int, config: OptimConfig) -> float:
+    """The lr multiplier of DiffIR stage 2 at step `it` (phase A: prior only; phase B: joint)."""
+    if it < config.phase_steps:
+        return config.phase_a_gamma ** (it // config.phase_a_every)
+    return config.gamma ** ((it - config.phase_steps) // config.decay_every)
 
 
 def build_ema(net: nn.Module) -> nn.Module:

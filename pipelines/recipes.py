@@ -298,10 +298,16 @@ def osediff_tiny() -> RunConfig:
     )
 
 
-# DiffIR (arXiv 2303.09472): Adam 2e-4 MultiStep. The official stage-2 phase-A lr formula and the deblur
-# progressive patch sizes are approximated by fixed patches and multistep decays.
+# DiffIR (arXiv 2303.09472): Adam 2e-4, MultiStep in stage 1; stage 2's manual two-phase schedule (phase A
+# 0.1^(it//60k) while the prior learns alone, then 0.5^((it-100k)//N)). Approximations: the deblur progressive
+# patch sizes are one fixed patch, and one Adam state spans both phases (the official phase A has its own).
 ADAM_DIFFIR = OptimConfig(name="adam", lr=2e-4, betas=(0.9, 0.99), scheduler="multistep",
                           milestones=(500_000, 700_000), gamma=0.5)
+
+
+def _diffir_two_phase(betas: tuple[float, float], *, decay_every: int) -> OptimConfig:
+    return OptimConfig(name="adam", lr=2e-4, betas=betas, scheduler="two_phase", phase_steps=100_000,
+                       phase_a_every=60_000, phase_a_gamma=0.1, decay_every=decay_every, gamma=0.5)
 
 
 def _diffir(r: RunConfig, *, validate: bool) -> RunConfig:
@@ -321,7 +327,7 @@ def diffir_sr4x_s1() -> RunConfig:
 def diffir_sr4x_s2(init_from: str = "runs/diffir_sr4x_s1/checkpoint_01000000") -> RunConfig:
     r = diffir_sr4x_s1()
     return dataclasses.replace(r, name="diffir_sr4x_s2", method=diffir_configs.sr4x(stage=2, init_from=init_from),
-                               optim=dataclasses.replace(ADAM_DIFFIR, milestones=(700_000,)),
+                               optim=_diffir_two_phase((0.9, 0.99), decay_every=600_000),
                                train=dataclasses.replace(r.train, num_val_images=8))
 
 
@@ -332,7 +338,7 @@ def diffir_deblur_s1() -> RunConfig:
 
 
 def diffir_deblur_s2(init_from: str = "runs/diffir_deblur_s1/checkpoint_00300000") -> RunConfig:
-    optim = dataclasses.replace(ADAM_DIFFIR, milestones=(180_000, 260_000, 340_000))
+    optim = _diffir_two_phase((0.9, 0.99), decay_every=80_000)
     return _diffir(_paper("diffir_deblur_s2", diffir_configs.deblur(stage=2, init_from=init_from),
                           _paired("gopro", patch_size=256), optim, num_steps=400_000, batch_size=4), validate=True)
 

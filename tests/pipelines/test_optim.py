@@ -87,3 +87,17 @@ def test_ema_before_update_after_is_a_copy_of_the_net():
         ema.weight.fill_(0.0)
     update_ema(ema, net, step=10, beta=0.995, every=10, update_after=100, warmup=True)
     assert torch.all(ema.weight == 1.0)
+
+
+def test_two_phase_schedule_decays_in_phase_a_and_restarts_for_phase_b():
+    config = OptimConfig(name="adam", lr=2e-4, scheduler="two_phase", phase_steps=10, phase_a_every=6,
+                         phase_a_gamma=0.1, decay_every=4, gamma=0.5)
+    optimizer = build_optimizer(config, [{"params": [nn.Parameter(torch.zeros(1))]}])
+    scheduler = build_scheduler(config, optimizer, num_steps=20)
+    lrs = []
+    for _ in range(20):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [2e-4] * 6 + [2e-5] * 4 + [2e-4] * 4 + [1e-4] * 4 + [5e-5] * 2
+    assert lrs == pytest.approx(expected)

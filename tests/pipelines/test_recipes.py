@@ -135,3 +135,14 @@ def test_sd_path_flag_sets_the_osediff_weights_folder():
 
     config, _ = resolve_config(parse_args(["--method", "osediff", "--recipe", "sd21", "--sd-path", "/weights/sd21"]))
     assert config.method.sd_path == "/weights/sd21"
+
+
+def test_diffir_stage2_lr_follows_the_official_two_phase_formula():
+    from pipelines.optim import two_phase_factor
+
+    for name, decay in (("diffir_sr4x_s2", 600_000), ("diffir_deblur_s2", 80_000)):
+        config = RECIPES[name]()
+        optim = config.optim
+        assert optim.phase_steps == config.method.prior_only_steps == 100_000
+        lr = {it: optim.lr * two_phase_factor(it, optim) for it in (0, 59_999, 60_000, 100_000, 100_000 + decay)}
+        assert lr == pytest.approx({0: 2e-4, 59_999: 2e-4, 60_000: 2e-5, 100_000: 2e-4, 100_000 + decay: 1e-4})

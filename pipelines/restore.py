@@ -111,6 +111,10 @@ def restore_image(method: Any, net: torch.nn.Module, lq_BCHW: torch.Tensor, *, s
                     "one pass" if tile is None else f"tiles of {tile}px")
     if tile is None:
         return fn(lq_BCHW)
+    if hasattr(method, "fix_color"):  # a global colour correction runs once, on the blended image
+        kwargs["fix_color"] = False
+        return method.fix_color(tiled(fn, lq_BCHW, scale=scale, tile=tile, overlap=overlap, progress=progress),
+                                lq_BCHW)
     return tiled(fn, lq_BCHW, scale=scale, tile=tile, overlap=overlap, progress=progress)
 
 

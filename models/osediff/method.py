@@ -121,9 +121,14 @@ class OSEDiff:
 
     @torch.no_grad()
     def restore(
-        self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator, keys: Sequence[str] | None = None
+        self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator, keys: Sequence[str] | None = None,
+        fix_color: bool = True,
     ) -> torch.Tensor:
-        """x scale output in [-1, 1], float32: bicubic upsample, one generator step (bf16 autocast on CUDA)."""
+        """x scale output in [-1, 1], float32: bicubic upsample, one generator step (bf16 autocast on CUDA).
+
+        fix_color=False leaves out the colour correction, for tiles: restore.py applies `fix_color` once to the
+        blended image, so every tile is matched to the statistics of the whole LQ, not of its own crop.
+        """
         cfg, core = self.config, unwrap(net)
         lq_up = upsample_test(lq, scale=cfg.scale)
         # The VAE needs sizes divisible by its downsampling factor; pad by reflection and crop back.
@@ -137,7 +142,13 @@ class OSEDiff:
             c = encode_prompts(core.text_encoder, core.tokenizer, self.prompts(core, lq_up, keys))
             x_hat, _ = core.generate(padded, c, generator=generator)
         x_hat = x_hat[..., :h, :w].float()
-        return adain_color_fix(x_hat, lq_up) if cfg.color_fix == "adain" else x_hat
+        return self.fix_color(x_hat, lq) if fix_color else x_hat
+
+    def fix_color(self, x_hat: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+        """The configured colour correction of a restored image against its (whole) lq."""
+        if self.config.color_fix != "adain":
+            return x_hat
+        return adain_color_fix(x_hat, upsample_test(lq, scale=self.config.scale))
 
     def adapter_meta(self, net: nn.Module) -> dict:
         """How the adapters are placed: what an adapter file must agree on to be loaded."""

@@ -154,3 +154,29 @@ def test_apply_rejects_an_hq_of_another_size(hq96):
 def test_config_dict_round_trip():
     c = RealESRGANConfig.preset("mild", scale=2)
     assert RealESRGANConfig.from_dict(dataclasses.asdict(c)) == c
+
+
+@pytest.mark.parametrize("order", ["resize_sinc_jpeg", "jpeg_resize_sinc"])
+def test_final_stage_applies_resize_sinc_and_jpeg_in_the_sampled_order(hq64, order):
+    from degradations.jpeg import jpeg_compress
+    from degradations.kernels import blur
+    from degradations.quantize import quantize_8bit
+    from degradations.resize import resize
+
+    params = realesrgan.sample_params(RealESRGANConfig(), np.random.default_rng(3), hq64.shape)
+    params = dataclasses.replace(params, final_order=order, usm_gt=False)
+    # Stages 1 and 2 as the reference runs them, then the final steps composed by hand.
+    img = realesrgan._apply_stage(hq64, params.stage1)
+    img = realesrgan._apply_stage(jpeg_compress(img, quality=params.jpeg1_quality), params.stage2)
+
+    def resize_sinc(x):
+        return blur(resize(x, size_hw=(16, 16), mode=params.final_mode), kernel=params.final_sinc)
+
+    def jpeg(x):
+        return jpeg_compress(x, quality=params.final_jpeg_quality)
+
+    expected = jpeg(resize_sinc(img)) if order == "resize_sinc_jpeg" else resize_sinc(jpeg(img))
+    np.testing.assert_array_equal(realesrgan.apply(hq64, params), quantize_8bit(expected))
+    other = "jpeg_resize_sinc" if order == "resize_sinc_jpeg" else "resize_sinc_jpeg"
+    assert not np.array_equal(realesrgan.apply(hq64, dataclasses.replace(params, final_order=other)),
+                              quantize_8bit(expected))

@@ -145,3 +145,17 @@ def test_timesteps_descend_from_T_to_0(sde: IRSDE) -> None:
 def test_bad_schedule_raises() -> None:
     with pytest.raises(ValueError, match="schedule"):
         IRSDE(schedule="sigmoid")
+
+
+@pytest.mark.parametrize("t, s", [(50, 30), (100, 1), (7, 6), (64, 0)])
+def test_posterior_over_any_gap_is_consistent_with_the_marginals(t, s):
+    # For q(x_s | x0) = N(mu + (x0 - mu) C, lam^2 (1 - C^2)), the bridge posterior q(x_s | x_t, x0) must
+    # give back that marginal: C = a B + b (means) and lam^2 (1 - C^2) = var + a^2 lam^2 (1 - B^2) (total variance).
+    process = IRSDE(max_sigma=50, T=100, schedule="cosine", eps=0.005)
+    t_B, s_B = torch.tensor([t]), torch.tensor([s])
+    a, b = (c.item() for c in process.posterior_coefficients(t_B, s_B))
+    B, C = (torch.exp(-process.thetabar[i]).item() for i in (t, s))
+    var = process.posterior_std(t_B, s_B).item() ** 2
+    lam2 = process.lam**2
+    assert a * B + b == pytest.approx(C, abs=1e-9)
+    assert var + a**2 * lam2 * (1 - B**2) == pytest.approx(lam2 * (1 - C**2), abs=1e-9)

@@ -85,7 +85,7 @@ class DiffIRNet(nn.Module):
         if config.stage == 2:
             self.cpen_s1.requires_grad_(False)
             self.cpen_s2 = CPEN(lq_channels, config.cpen)
-            self.denoiser = PriorDenoiser(prior_dim, config.denoiser)
+            self.denoiser = PriorDenoiser(prior_dim, config.denoiser, num_train_steps=config.num_diffusion_steps)
 
     def teacher_prior(self, lq_BCHW: torch.Tensor, hq_BCHW: torch.Tensor) -> torch.Tensor:
         """z = CPEN_S1([lq, PixelUnshuffle_4(hq)]), shape (B, D)."""

@@ -49,11 +49,24 @@ def test_reverse_chain_with_an_exact_denoiser_recovers_x0():
     torch.testing.assert_close(reverse_chain(exact, DDPM(), xt, torch.zeros(3, 64)), x0)
 
 
-def test_prior_denoiser_sees_time_and_condition():
+@pytest.mark.parametrize("encoding", ["scalar", "sinusoidal"])
+def test_prior_denoiser_sees_time_and_condition(encoding):
     torch.manual_seed(0)
-    net = PriorDenoiser(64, PriorDenoiserConfig(time_dim=8))
+    net = PriorDenoiser(64, PriorDenoiserConfig(time_encoding=encoding, time_dim=8), num_train_steps=4)
     xt, cond = torch.randn(2, 64), torch.randn(2, 64)
     t0, t3 = torch.zeros(2, dtype=torch.long), torch.full((2,), 3)
     assert net(xt, t0, cond).shape == (2, 64)
     assert not torch.allclose(net(xt, t0, cond), net(xt, t3, cond))
     assert not torch.allclose(net(xt, t0, cond), net(xt, t0, torch.randn(2, 64)))
+
+
+def test_scalar_time_encoding_is_the_reference_input_layer():
+    # concat[c (256), t / (10 T) (1), x_t (256)] -> Linear(513 -> 256)
+    net = PriorDenoiser(256, PriorDenoiserConfig(), num_train_steps=4)
+    first = net.mlp[0]
+    assert (first.in_features, first.out_features) == (513, 256)
+    seen = []
+    first.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    cond, xt = torch.randn(1, 256), torch.randn(1, 256)
+    net(xt, torch.tensor([3]), cond)
+    torch.testing.assert_close(seen[0], torch.cat([cond, torch.tensor([[3 / 40]]), xt], dim=1))

@@ -19,14 +19,14 @@ def resize(img: np.ndarray, *, size_hw: tuple[int, int], mode: ResizeMode) -> np
 
     bilinear/bicubic (a = -0.75) use the same half-pixel mapping in cv2 and torch. torch's `area` is
     adaptive average pooling (output i averages inputs floor(i n/m) .. ceil((i+1) n/m) - 1), which cv2 has
-    no mode for at fractional ratios: it is computed here from cumulative sums, one axis at a time.
+    no mode for at fractional ratios: it is computed here from segment sums, one axis at a time.
     Bicubic may overshoot [0, 1]; the reference does not clamp after resizing, nor do we.
     """
     h, w = size_hw
     if (h, w) == img.shape[:2]:
         return img
     if mode == "area":
-        return _adaptive_average(_adaptive_average(img, h, axis=0), w, axis=1)
+        return np.ascontiguousarray(_adaptive_average(_adaptive_average(img, h, axis=0), w, axis=1))
     return cv2.resize(img, (w, h), interpolation=_CV2_MODES[mode])
 
 
@@ -40,12 +40,13 @@ def _adaptive_average(img: np.ndarray, n_out: int, *, axis: int) -> np.ndarray:
     if n_out > n_in:  # enlarging: every window holds one or two pixels, so two gathers do it
         first, last = np.take(img, start, axis=axis), np.take(img, end - 1, axis=axis)
         return (first + last) * np.asarray(0.5, img.dtype)
-    sums = np.cumsum(img, axis=axis, dtype=np.float64)
-    sums = np.concatenate([np.zeros_like(np.take(sums, [0], axis=axis)), sums], axis=axis)
-    shape = [1] * img.ndim
-    shape[axis] = n_out
-    box = (np.take(sums, end, axis=axis) - np.take(sums, start, axis=axis)) / (end - start).reshape(shape)
-    return box.astype(img.dtype)
+    # Shrinking: window i is the segment [start_i, start_{i+1}) plus, at fractional ratios, one more pixel.
+    x = np.moveaxis(img, axis, 0)
+    sums = np.add.reduceat(x, start, axis=0)
+    longer = end > np.append(start[1:], n_in)
+    sums[longer] += x[end[longer] - 1]
+    count = (end - start).astype(img.dtype).reshape(-1, *([1] * (img.ndim - 1)))
+    return np.moveaxis(sums / count, 0, axis)
 
 
 def _cubic(x: np.ndarray) -> np.ndarray:

@@ -111,7 +111,8 @@ def restore_image(method: Any, net: torch.nn.Module, lq_BCHW: torch.Tensor, *, s
                     "one pass" if tile is None else f"tiles of {tile}px")
     if tile is None:
         return fn(lq_BCHW)
-    if hasattr(method, "fix_color"):  # a global colour correction runs once, on the blended image
+    if hasattr(method, "fix_color"):  # tags and colour correction come from the whole image, not each tile
+        kwargs["prompts"] = method.image_prompts(net, lq_BCHW, kwargs.pop("keys", None))
         kwargs["fix_color"] = False
         return method.fix_color(tiled(fn, lq_BCHW, scale=scale, tile=tile, overlap=overlap, progress=progress),
                                 lq_BCHW)

@@ -122,12 +122,13 @@ class OSEDiff:
     @torch.no_grad()
     def restore(
         self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator, keys: Sequence[str] | None = None,
-        fix_color: bool = True,
+        fix_color: bool = True, prompts: list[str] | None = None,
     ) -> torch.Tensor:
         """x scale output in [-1, 1], float32: bicubic upsample, one generator step (bf16 autocast on CUDA).
 
-        fix_color=False leaves out the colour correction, for tiles: restore.py applies `fix_color` once to the
-        blended image, so every tile is matched to the statistics of the whole LQ, not of its own crop.
+        For tiles, restore.py passes fix_color=False and the whole image's `prompts` (see `image_prompts`),
+        then applies `fix_color` once to the blended image: every tile gets the tags and the colour
+        statistics of the whole LQ, not of its own crop.
         """
         cfg, core = self.config, unwrap(net)
         lq_up = upsample_test(lq, scale=cfg.scale)
@@ -139,10 +140,17 @@ class OSEDiff:
             torch.autocast("cuda", dtype=torch.bfloat16) if lq.device.type == "cuda" else contextlib.nullcontext()
         )
         with autocast:
-            c = encode_prompts(core.text_encoder, core.tokenizer, self.prompts(core, lq_up, keys))
+            if prompts is None:
+                prompts = self.prompts(core, lq_up, keys)
+            c = encode_prompts(core.text_encoder, core.tokenizer, prompts)
             x_hat, _ = core.generate(padded, c, generator=generator)
         x_hat = x_hat[..., :h, :w].float()
         return self.fix_color(x_hat, lq) if fix_color else x_hat
+
+    @torch.no_grad()
+    def image_prompts(self, net: nn.Module, lq: torch.Tensor, keys: Sequence[str] | None = None) -> list[str]:
+        """The prompts `restore` would use for this (whole) lq."""
+        return self.prompts(unwrap(net), upsample_test(lq, scale=self.config.scale), keys)
 
     def fix_color(self, x_hat: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
         """The configured colour correction of a restored image against its (whole) lq."""

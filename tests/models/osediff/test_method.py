@@ -166,3 +166,23 @@ def test_tiled_restore_matches_the_colour_statistics_of_the_whole_image(method: 
     # One colour fix against the whole upsampled lq (per tile, the means are off by ~1e-2).
     torch.testing.assert_close(out.mean(dim=(2, 3)), up.mean(dim=(2, 3)), atol=1e-4, rtol=0)
     torch.testing.assert_close(out.std(dim=(2, 3)), up.std(dim=(2, 3)), atol=1e-4, rtol=0)
+
+
+def test_tiled_restore_tags_the_whole_image_once(tiny_sd_dir: Path, tmp_path: Path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from pipelines.restore import restore_image
+
+    labels = {0: "cat", 1: "sky"}
+    tagger_config = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                              intermediate_size=32, id2label=labels, label2id={v: k for k, v in labels.items()})
+    ViTForImageClassification(tagger_config).save_pretrained(tmp_path / "tagger")
+    method = OSEDiff(OSEDiffConfig(sd_path=str(tiny_sd_dir), tagger_path=str(tmp_path / "tagger")))
+    net = method.build().eval()
+    seen = []
+    net.tagger.register_forward_hook(lambda module, inputs, output: seen.append(tuple(inputs[0].shape)))
+    lq = torch.rand(1, 3, 48, 40) * 2 - 1
+    out = restore_image(method, net, lq, scale=4, seed=0, sampler=None, steps=None, tile=24, overlap=8,
+                        max_memory_gb=None, progress=False)
+    assert out.shape == (1, 3, 192, 160)
+    assert seen == [(1, 3, 192, 160)]  # one call on the whole upsampled lq, none per tile

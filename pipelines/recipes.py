@@ -224,8 +224,8 @@ LION = OptimConfig(name="lion", lr=4e-5, betas=(0.9, 0.99), scheduler="cosine", 
 
 def refusion_deblurring() -> RunConfig:
     """refusion.yml (deblurring): NAFNet w64 [1,1,1,28], sigma 50, T 100, Lion 4e-5 cosine, 700k x 4, 128^2."""
-    return _refusion(_paper("refusion_deblurring", RefusionConfig(net=REFUSION_NAFNET), _paired("gopro", patch_size=128),
-                  LION, num_steps=700_000, batch_size=4))
+    return _refusion(_paper("refusion_deblurring", RefusionConfig(net=REFUSION_NAFNET),
+                            _paired("gopro", patch_size=128), LION, num_steps=700_000, batch_size=4))
 
 
 def refusion_deshadow() -> RunConfig:
@@ -247,7 +247,7 @@ def latent_refusion_dehazing(autoencoder_path: str | None = None) -> RunConfig:
     method = RefusionConfig(net=net, latent=DEHAZE_UNET, autoencoder_path=autoencoder_path)
     optim = dataclasses.replace(LION, lr=3e-5)
     return _refusion(_paper("latent_refusion_dehazing", method, _paired("hazy", patch_size=1024), optim,
-                  num_steps=400_000, batch_size=8))
+                            num_steps=400_000, batch_size=8))
 
 
 def latent_autoencoder_dehazing() -> RunConfig:
@@ -255,7 +255,7 @@ def latent_autoencoder_dehazing() -> RunConfig:
     method = LatentAutoencoderConfig(net=DEHAZE_UNET)
     optim = dataclasses.replace(LION, lr=3e-5)
     return _refusion(_paper("latent_autoencoder_dehazing", method, _paired("hazy", patch_size=256), optim,
-                  num_steps=300_000, batch_size=16))
+                            num_steps=300_000, batch_size=16))
 
 
 def irsde_deblurring() -> RunConfig:
@@ -267,7 +267,7 @@ def irsde_deblurring() -> RunConfig:
                         milestones=(200_000, 400_000, 600_000), gamma=0.5)
     method = RefusionConfig(net=REFUSION_NAFNET, max_sigma=10.0)
     return _refusion(_paper("irsde_deblurring", method, _paired("gopro", patch_size=128), optim,
-                  num_steps=700_000, batch_size=4))
+                            num_steps=700_000, batch_size=4))
 
 
 # OSEDiff (arXiv 2406.08177): AdamW 5e-5 constant, grad-clip 1, batch 4 per GPU x 4, ~14k steps, no EMA
@@ -305,8 +305,8 @@ ADAM_DIFFIR = OptimConfig(name="adam", lr=2e-4, betas=(0.9, 0.99), scheduler="mu
                           milestones=(500_000, 700_000), gamma=0.5)
 
 
-def _diffir_two_phase(betas: tuple[float, float], *, decay_every: int) -> OptimConfig:
-    return OptimConfig(name="adam", lr=2e-4, betas=betas, scheduler="two_phase", phase_steps=100_000,
+def _diffir_two_phase(*, decay_every: int) -> OptimConfig:
+    return OptimConfig(name="adam", lr=2e-4, betas=(0.9, 0.99), scheduler="two_phase", phase_steps=100_000,
                        phase_a_every=60_000, phase_a_gamma=0.1, decay_every=decay_every, gamma=0.5)
 
 
@@ -327,7 +327,7 @@ def diffir_sr4x_s1() -> RunConfig:
 def diffir_sr4x_s2(init_from: str = "runs/diffir_sr4x_s1/checkpoint_01000000") -> RunConfig:
     r = diffir_sr4x_s1()
     return dataclasses.replace(r, name="diffir_sr4x_s2", method=diffir_configs.sr4x(stage=2, init_from=init_from),
-                               optim=_diffir_two_phase((0.9, 0.99), decay_every=600_000),
+                               optim=_diffir_two_phase(decay_every=600_000),
                                train=dataclasses.replace(r.train, num_val_images=8))
 
 
@@ -338,7 +338,7 @@ def diffir_deblur_s1() -> RunConfig:
 
 
 def diffir_deblur_s2(init_from: str = "runs/diffir_deblur_s1/checkpoint_00300000") -> RunConfig:
-    optim = _diffir_two_phase((0.9, 0.99), decay_every=80_000)
+    optim = _diffir_two_phase(decay_every=80_000)
     return _diffir(_paper("diffir_deblur_s2", diffir_configs.deblur(stage=2, init_from=init_from),
                           _paired("gopro", patch_size=256), optim, num_steps=400_000, batch_size=4), validate=True)
 

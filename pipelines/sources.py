@@ -7,7 +7,7 @@ path or the encoded bytes. Decoding happens later, per sample (pipelines/decode.
 import glob
 import logging
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow.parquet as pq
 
@@ -28,7 +28,7 @@ class Sample:
     @property
     def key(self) -> str:
         """The name without its suffix (a flat folder's file stem): what a keyed prompt file is indexed by."""
-        return self.name.rsplit(".", 1)[0] if "." in self.name.rsplit("/", 1)[-1] else self.name
+        return str(PurePosixPath(self.name).with_suffix(""))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""A real `ray start --head` on 127.0.0.1 for the tests that need one (the job API, dashboard token auth)."""
+"""A real `ray start --head` on 127.0.0.1 for the tests that need one (the job API, dashboard token auth),
+and `free_port` for every test that starts a server."""
 
 import contextlib
 import socket

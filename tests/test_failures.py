@@ -8,7 +8,6 @@ checkpoint interval. The debug recipe runs with validation off (no LPIPS weights
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -166,12 +165,6 @@ def _wait_for(condition, *, timeout: float, proc: subprocess.Popen) -> None:
         assert proc.poll() is None, f"training exited early with {proc.returncode}"
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.2)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ which replaces a dataset's execution options); trainers by their fake_gpu resour
 """
 
 import json
-import socket
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from ray.util.state import list_actors
 
 from degradations import BicubicConfig
 from pipelines.data import DataConfig, build_train_dataset, execution_options
+from tests.ray_head import free_port
 
 DATA = {"ray-subcluster": "data"}
 TRAIN = {"ray-subcluster": "train"}
@@ -32,7 +32,7 @@ TRAIN = {"ray-subcluster": "train"}
 @pytest.fixture(scope="module")
 def three_node_cluster():
     # The dashboard serves the state API (list_actors); a free port, as other Ray instances may hold 8265.
-    head_args = {"num_cpus": 0, "include_dashboard": True, "dashboard_port": _free_port()}
+    head_args = {"num_cpus": 0, "include_dashboard": True, "dashboard_port": free_port()}
     cluster = Cluster(initialize_head=True, head_node_args=head_args)
     dashboard_port = head_args["dashboard_port"]
     nodes = {
@@ -47,12 +47,6 @@ def three_node_cluster():
     yield cluster.address, ids, dashboard_port
     ray.shutdown()
     cluster.shutdown()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tag_node(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -8,12 +8,12 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.ray_head import free_port
 from tests.tuning.conftest import ROOT, study_runs
 from tuning.ui import server_command, wait_until_up
 
@@ -27,15 +27,9 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_ui(two_trial_study):
-    port = _free_port()
+    port = free_port()
     # Own process group: the server's workers are stopped with it.
     server = subprocess.Popen(server_command(two_trial_study, port=port), cwd=ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)

@@ -19,6 +19,7 @@ import torch
 
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
+VALIDATION_IMAGE = "validation.png"  # held-out LQ | output | GT of the validation at this step
 CHECKPOINT_RE = re.compile(r"^checkpoint_(\d{8})$")
 
 logger = logging.getLogger(__name__)
@@ -33,14 +34,18 @@ def checkpoint_name(step: int) -> str:
     return f"checkpoint_{step:08d}"
 
 
-def write_checkpoint(directory: str | Path, *, state: dict, config: dict) -> Path:
-    """Write state.pt and config.json into `directory` atomically (temp dir + rename)."""
+def write_checkpoint(directory: str | Path, *, state: dict, config: dict, extra_files: dict[str, bytes] | None = None
+                     ) -> Path:
+    """Write state.pt, config.json and `extra_files` (name -> bytes, e.g. VALIDATION_IMAGE) into `directory`
+    atomically (temp dir + rename)."""
     directory = Path(directory)
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     torch.save(state, partial / STATE_FILE)
     (partial / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+    for name, data in (extra_files or {}).items():
+        (partial / name).write_bytes(data)
     os.replace(partial, directory)
     return directory
 

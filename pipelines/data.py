@@ -6,6 +6,7 @@ is the same whatever the number of CPU workers, and `start_index` resumes it exa
 """
 
 import collections
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from pipelines.sources import (
     PairedFolderSource,
     ParquetSource,
     Sample,
+    holdout_split,
 )
 
 logger = logging.getLogger(__name__)
@@ -61,9 +63,16 @@ class DataConfig:
     crop_margin: extra HQ pixels around the patch that are degraded too, so blur kernels, resizes
         and JPEG blocks do not see the patch border (traiNNer-redux uses gt_size + 32).
     small: images smaller than the crop are reflect-padded ("pad") or skipped and counted ("skip").
+    val_images: images of `source` held out for validation, chosen by the SHA-256 of their keys
+        (`holdout_split`); training never reads them. Ignored when `val_source` is given: validation then
+        reads that source and training reads all of `source`.
+    val_patch_size: side of the centred validation crop (None: patch_size); larger shows more of a photo.
     """
 
     source: Source = field(default_factory=SampleImages)
+    val_images: int = 2
+    val_source: Source | None = None
+    val_patch_size: int | None = None
     degradation: Degradation | None = field(default_factory=RealESRGANConfig)
     patch_size: int = 256
     crop_margin: int = 32
@@ -92,6 +101,12 @@ class DataConfig:
             raise ValueError(f"patch_size={self.patch_size}: must be a positive multiple of scale={self.scale}")
         if self.crop_margin < 0 or self.crop_margin % self.scale:
             raise ValueError(f"crop_margin={self.crop_margin}: must be a non-negative multiple of scale={self.scale}")
+        if self.val_images < 0:
+            raise ValueError(f"val_images={self.val_images}: must be >= 0")
+        if self.val_patch_size is not None and (self.val_patch_size <= 0 or self.val_patch_size % self.scale):
+            raise ValueError(f"val_patch_size={self.val_patch_size}: must be a positive multiple of scale={self.scale}")
+        if self.val_source is not None and isinstance(self.val_source, PairedFolderSource) != (self.degradation is None):
+            raise ValueError("val_source must be a PairedFolderSource exactly when source is one")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed={self.seed}: must be in [0, 2**32)")
         if self.decode_cache_mb < 0:
@@ -105,6 +120,26 @@ class DataConfig:
     @property
     def scale(self) -> int:
         return self.source.scale if self.degradation is None else self.degradation.scale
+
+
+    @property
+    def has_validation(self) -> bool:
+        return self.val_source is not None or self.val_images > 0
+
+
+def train_manifest(config: DataConfig) -> Manifest:
+    """The samples training may read: the source less its held-out images (all of it with a val_source)."""
+    manifest = config.source.manifest()
+    if config.val_source is not None:
+        return manifest
+    return holdout_split(manifest, config.val_images)[0]
+
+
+def val_manifest(config: DataConfig) -> Manifest:
+    """The validation samples: the held-out images of the source, or the whole val_source."""
+    if config.val_source is not None:
+        return config.val_source.manifest()
+    return holdout_split(config.source.manifest(), config.val_images)[1]
 
 
 @functools.lru_cache(maxsize=4)
@@ -245,9 +280,10 @@ def build_train_dataset(config: DataConfig, *, num_samples: int, start_index: in
     """Rows {"hq": uint8 PxPx3, "lq": uint8 (P/s)x(P/s)x3, "sample_id", "epoch", "index": int64}.
 
     Stream positions start_index .. start_index + num_samples - 1; bad samples leave gaps (no row).
-    Order is preserved, so consumers see the same rows in the same order with any worker count.
+    Order is preserved, so consumers see the same rows in the same order with any worker count. Only the
+    training manifest reaches the actors: no held-out image is ever read here.
     """
-    manifest = config.source.manifest()
+    manifest = train_manifest(config)
     ds = ray.data.range(num_samples).map_batches(
         PairMaker,
         fn_constructor_kwargs={"config": config, "manifest": manifest, "start_index": start_index},
@@ -271,12 +307,15 @@ def execution_options(config: DataConfig | None = None) -> ray.data.ExecutionOpt
 
 
 def build_val_set(config: DataConfig, num_images: int) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
-    """Deterministic validation pairs (uint8 hq PxPx3, lq (P/s)x(P/s)x3, image key) from centre crops of the first images.
+    """Deterministic validation pairs (uint8 hq PxPx3, lq (P/s)x(P/s)x3, image key), P = val_patch_size.
 
+    Centre crops of the first `num_images` held-out images (`val_manifest`), never of a training image.
     Plain function, no Ray. Degradations use a fixed seed (VAL_SEED), not config.seed. Bad images are
-    skipped (and counted in the log); fewer than num_images pairs come back if the source runs out.
+    skipped (and counted in the log); fewer than num_images pairs come back if the held-out set runs out.
     """
-    samples = config.source.manifest().samples
+    samples = val_manifest(config).samples
+    if config.val_patch_size is not None:
+        config = dataclasses.replace(config, patch_size=config.val_patch_size)
     counter, warned = collections.Counter(), set()
     hqs, lqs, keys = [], [], []
     for sample in samples:
@@ -287,7 +326,8 @@ def build_val_set(config: DataConfig, num_images: int) -> tuple[list[np.ndarray]
             hqs.append(pair[0])
             lqs.append(pair[1])
             keys.append(sample.key)
-    logger.info("validation set: %d pairs from %d images, skipped %s", len(hqs), len(samples), dict(counter))
+    logger.info("validation set: %d pairs from %d held-out images (%s), skipped %s", len(hqs), len(samples),
+                ", ".join(keys), dict(counter))
     return hqs, lqs, keys
 
 

@@ -22,6 +22,7 @@ from ray.train.torch import TorchTrainer
 
 from pipelines import tracking
 from pipelines.checkpoints import (
+    VALIDATION_IMAGE,
     CheckpointError,
     find_latest_checkpoint,
     list_checkpoints,
@@ -32,7 +33,7 @@ from pipelines.data import build_train_dataset
 from pipelines.data import execution_options as data_execution_options
 from pipelines.recipes import METHODS, RECIPES, RunConfig, apply_overrides
 from pipelines.sources import FolderSource
-from pipelines.train import train_loop_per_worker
+from pipelines.train import format_scores, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +43,12 @@ TRACKING_FILE = "mlflow_run.json"  # in the run dir: lets --resume continue the 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="pipelines/train.py",
-        description="Train a restoration method on Ray Train. With no arguments: the debug recipe, local Ray, "
+        description="Train a restoration method on Ray Train. With no arguments: the demo recipe, local Ray, "
         "local MLflow store under runs/.",
     )
     parser.add_argument("--method", choices=sorted(METHODS), help="method family; --recipe X means <method>_X")
-    parser.add_argument("--recipe", default="debug", help=f"one of {sorted(RECIPES)} (default debug)")
+    parser.add_argument("--recipe", default="demo", help=f"one of {sorted(RECIPES)} (default demo: Refusion "
+                        "denoising the bundled photos, about 2 minutes on a CPU)")
     parser.add_argument("--config", action="append", default=[], help="YAML/JSON file merged into the recipe")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set optim.lr=1e-4 --set train.num_steps=1000")
@@ -133,14 +135,15 @@ def main(argv: list[str] | None = None) -> None:
             if owns_ray:
                 init_ray(config)
             ray.data.DataContext.get_current().enable_progress_bars = False  # our progress line says enough
-            build_trainer(config, target=target, resume=resume, storage_path=storage_path, run=run).fit()
+            result = build_trainer(config, target=target, resume=resume, storage_path=storage_path, run=run).fit()
             final = find_latest_checkpoint(storage_path, config.name)
             if final is not None and "://" not in final[0]:
                 tracking.log_artifacts(target, final[0], "checkpoint")
     finally:
         if owns_ray:
             ray.shutdown()
-    summary(config, run=run, final=final, target=target, seconds=time.perf_counter() - started)
+    summary(config, run=run, final=final, target=target, seconds=time.perf_counter() - started,
+            metrics=result.metrics or {})
 
 
 def init_ray(config: RunConfig) -> None:
@@ -218,10 +221,18 @@ def start_tracking(config: RunConfig, args: argparse.Namespace, *, storage_path:
 
 
 def summary(config: RunConfig, *, run: str, final: tuple[str, int] | None, target: tracking.TrackingTarget,
-            seconds: float) -> None:
+            seconds: float, metrics: dict) -> None:
+    """The end-of-run lines: checkpoint, held-out scores of the input beside the output's, grid image, MLflow."""
     lines = [
         f"run {config.name} finished in {seconds:.0f} s",
         f"  checkpoint: {final[0] if final else 'none'}" + (f" (step {final[1]})" if final else ""),
+    ]
+    if "val/psnr" in metrics:
+        scores = {k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/")}
+        lines.append(f"  held-out:   {format_scores(scores)}")
+    if final is not None and "://" not in final[0] and (Path(final[0]) / VALIDATION_IMAGE).is_file():
+        lines.append(f"  images:     {Path(final[0]) / VALIDATION_IMAGE} (held-out LQ | output | GT)")
+    lines += [
         f"  mlflow:     {tracking.run_url(target) or 'tracking was off'}",
         (f"  resume:     python pipelines/train.py --resume {config.name} "
          f"--storage-path {_absolute(config.storage_path)} --set train.num_steps=N"),

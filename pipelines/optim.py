@@ -5,6 +5,7 @@ Adam + MultiStep is IR-SDE's (arXiv 2301.11699). EMA follows the reference code:
 """
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -65,12 +66,40 @@ def build_optimizer(config: OptimConfig, param_groups: list[dict]) -> torch.opti
     return torch.optim.AdamW(param_groups, **kwargs)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ScheduleSpan:
+    """The stretch of the run a cosine schedule decays over: from `start_factor` x lr at `start_step` to eta_min
+    at `num_steps`. A fresh run is (0, 1.0, num_steps). Resuming with a larger train.num_steps starts a new span
+    at the checkpoint's step and lr, so the lr goes on falling to eta_min over the new total and never jumps
+    back up (restarting the saved cosine would swing between its extremes). Saved in every checkpoint."""
+
+    start_step: int = 0
+    start_factor: float = 1.0
+    num_steps: int
+
+    def to_dict(self) -> dict:
+        return {"start_step": self.start_step, "start_factor": self.start_factor, "num_steps": self.num_steps}
+
+
+def cosine_factor(step: int, *, span: ScheduleSpan, floor: float) -> float:
+    """lr multiplier at `step`: half a cosine from span.start_factor to `floor` (eta_min / lr) over the span."""
+    progress = min(1.0, max(0.0, (step - span.start_step) / max(1, span.num_steps - span.start_step)))
+    return floor + (span.start_factor - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def build_scheduler(
-    config: OptimConfig, optimizer: torch.optim.Optimizer, *, num_steps: int
+    config: OptimConfig, optimizer: torch.optim.Optimizer, *, num_steps: int, span: ScheduleSpan | None = None
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-step schedule: cosine over the whole run to eta_min, multistep, constant, or DiffIR's two_phase."""
+    """Per-step schedule: cosine to eta_min over `span` (default: the whole run), multistep, constant, or
+    DiffIR's two_phase. Only the cosine depends on num_steps; the others are fixed in absolute steps."""
     if config.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_steps, eta_min=config.eta_min)
+        span = span or ScheduleSpan(num_steps=num_steps)
+        floor = config.eta_min / config.lr
+
+        def factor(step: int) -> float:  # a plain function: LambdaLR keeps it out of the state dict
+            return cosine_factor(step, span=span, floor=floor)
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if config.scheduler == "multistep":
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones), gamma=config.gamma)
     if config.scheduler == "two_phase":

@@ -1,9 +1,12 @@
-"""Embedded default data: colour photographs shipped inside the scikit-image wheel, written out as PNGs.
+"""Embedded default data: every colour photograph that ships offline inside the scikit-image and matplotlib
+wheels, written out as PNGs. Used when no data path is given.
 
-Used when no data path is given. Source and licence of each picture (from the skimage.data docstrings):
+Source and licence of each picture (from the skimage.data docstrings and matplotlib's sample_data):
 astronaut (Eileen Collins, NASA, public domain), chelsea (Stefan van der Walt, CC0), coffee (Rachel
 Michetti, CC0), rocket (DSCOVR launch, SpaceX, public domain), hubble_deep_field (NASA, public domain),
-immunohistochemistry (CMMI, no known copyright restrictions), retina (M. Haggstrom, CC0).
+immunohistochemistry (CMMI, no known copyright restrictions), retina (M. Haggstrom, CC0), grace_hopper
+(Commodore Grace M. Hopper, US Navy photograph, public domain; matplotlib's sample_data). Left out:
+skimage's stereo_motorcycle (Middlebury 2014, no licence stated), the synthetic and grey images.
 """
 
 import dataclasses
@@ -14,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import matplotlib.cbook
+import numpy as np
 import skimage.data
 
 from pipelines.sources import FolderSource, Manifest
@@ -28,6 +33,7 @@ SAMPLE_NAMES = (
     "hubble_deep_field",
     "immunohistochemistry",
     "retina",
+    "grace_hopper",
 )
 DEFAULT_FOLDER = str(Path(tempfile.gettempdir()) / "restoration_sample_images")
 
@@ -40,7 +46,7 @@ def write_sample_images(folder: str | Path) -> Path:
         path = folder / f"{name}.png"
         if path.exists():
             continue
-        rgb = getattr(skimage.data, name)()
+        rgb = _load_photo(name)
         ok, encoded = cv2.imencode(".png", rgb[:, :, ::-1])
         if not ok:
             raise OSError(f"could not encode {name} as PNG")
@@ -52,9 +58,21 @@ def write_sample_images(folder: str | Path) -> Path:
     return folder
 
 
+def _load_photo(name: str) -> np.ndarray:
+    """HxWx3 uint8 RGB of one bundled photograph."""
+    if name == "grace_hopper":
+        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+            encoded = np.frombuffer(f.read(), np.uint8)
+        return cv2.imdecode(encoded, cv2.IMREAD_COLOR)[:, :, ::-1]
+    return getattr(skimage.data, name)()
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SampleImages:
-    """The scikit-image photographs, listed through `FolderSource` from the cache `folder`.
+    """The bundled photographs, listed through `FolderSource` from the cache `folder`.
+
+    With the default `data.val_images=2`, `holdout_split` holds out chelsea and coffee (the two smallest
+    SHA-256 keys); the other six are trained on.
 
     The manifest carries the encoded bytes rather than the paths, so workers on other nodes (which do not
     share this machine's temp folder) read the same images.

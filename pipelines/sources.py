@@ -4,7 +4,9 @@ Each source turns into a `Manifest`: samples in sorted order with a stable `samp
 path or the encoded bytes. Decoding happens later, per sample (pipelines/decode.py).
 """
 
+import dataclasses
 import glob
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -42,6 +44,30 @@ class Manifest:
     @property
     def is_paired(self) -> bool:
         return bool(self.samples) and self.samples[0].lq is not None
+
+
+def holdout_split(manifest: Manifest, num_val: int) -> tuple[Manifest, Manifest]:
+    """(train, validation) manifests: the `num_val` samples whose keys have the smallest SHA-256 are held out.
+
+    The choice depends on the keys alone (not on the listing order, the seed or the machine), so adding images
+    to a folder moves an image into validation only when its own key ranks among the smallest. Both manifests
+    keep the source order and number their samples 0..n-1 again, so a training sample id never names a
+    validation image.
+    """
+    if num_val < 0:
+        raise ValueError(f"num_val must be >= 0, got {num_val}")
+    if num_val >= len(manifest):
+        raise ValueError(f"holding out {num_val} of {len(manifest)} images leaves none to train on: "
+                         "lower data.val_images or give data.val_source")
+    ranked = sorted(manifest.samples, key=lambda s: hashlib.sha256(s.key.encode()).hexdigest())
+    held_out = {s.sample_id for s in ranked[:num_val]}
+    train = [s for s in manifest.samples if s.sample_id not in held_out]
+    val = [s for s in manifest.samples if s.sample_id in held_out]
+    return _renumbered(manifest, train), _renumbered(manifest, val)
+
+
+def _renumbered(manifest: Manifest, samples: list[Sample]) -> Manifest:
+    return dataclasses.replace(manifest, samples=tuple(dataclasses.replace(s, sample_id=i) for i, s in enumerate(samples)))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -1,6 +1,6 @@
 """Method-agnostic training on Ray Train: `train_loop_per_worker` and the CLI entry point.
 
-    python pipelines/train.py                       # debug recipe, local Ray, local MLflow store
+    python pipelines/train.py                       # demo recipe, local Ray, local MLflow store
     python pipelines/train.py --recipe refusion_deblurring --set data.root=/data/gopro --num-workers 4 --use-gpu
     ray job submit --working-dir . -- python pipelines/train.py --smoke-test
 
@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import ray.train
 import ray.train.torch
@@ -30,15 +31,16 @@ from torch import nn
 from models.metrics import ImageMetrics
 from pipelines.batching import to_model
 from pipelines.checkpoints import (
+    VALIDATION_IMAGE,
     checkpoint_name,
     list_checkpoints,
     load_latest_checkpoint,
     persist_checkpoint,
     write_checkpoint,
 )
-from pipelines.data import build_val_set
+from pipelines.data import build_val_set, train_manifest
 from pipelines.evaluate import evaluate
-from pipelines.optim import build_ema, build_optimizer, build_scheduler, update_ema
+from pipelines.optim import ScheduleSpan, build_ema, build_optimizer, build_scheduler, update_ema
 from pipelines.recipes import RunConfig, build_method, build_method_for_saved_weights
 from pipelines.tracking import Tracker, TrackingTarget
 
@@ -54,6 +56,7 @@ class TrainState:
     ema: nn.Module | None
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    span: ScheduleSpan  # what the cosine decays over; a resume with a larger train.num_steps starts a new one
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -71,7 +74,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     method = build_method(config.method) if saved is None else build_method_for_saved_weights(config.method)
     state = build_state(config, method, device=device, world_size=world_size)
     if saved is not None:
-        restore_state(state, saved)
+        restore_state(state, saved, config)
     # The driver built the dataset to start at `data_start_step`; after an in-run restart, skip what was consumed.
     num_skip = state.step - loop_config["data_start_step"]
     if num_skip < 0:
@@ -85,7 +88,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         metrics = ImageMetrics(device=device)  # built once per worker: LPIPS loads weights
         val_set = build_val_set(config.data, num_images=config.train.num_val_images)
     # Image keys by sample id, for a method that looks prompts up by key (OSEDiff with a prompt file).
-    keys_by_id = ({s.sample_id: s.key for s in config.data.source.manifest().samples}
+    keys_by_id = ({s.sample_id: s.key for s in train_manifest(config.data).samples}
                   if getattr(method, "needs_keys", False) else None)
     generator = torch.Generator(device=device)
     use_amp = config.train.amp and device.type == "cuda"
@@ -94,6 +97,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         batch_size=config.train.batch_size, drop_last=True, prefetch_batches=config.train.prefetch_batches
     ))
     window = Window()
+    val_metrics: dict[str, float] = {}  # the latest validation, reported with each checkpoint
     run_start, start_step = time.perf_counter(), state.step
     try:
         for _ in range(num_skip):
@@ -135,15 +139,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     step_metrics["train/samples_per_s"], 100 * step_metrics["train/data_wait_frac"], format_eta(eta_s),
                 )
                 window = Window()
+            grid = None
             if validate and (state.step % config.train.val_every == 0 or last):
                 eval_net = state.ema if state.ema is not None else unwrap(state.net)
                 scores, grid = evaluate(method, eval_net, val_set, metrics, device=device, seed=config.seed)
-                tracker.log_metrics({f"val/{k}": v for k, v in scores.items()}, step=state.step)
+                val_metrics = {f"val/{k}": v for k, v in scores.items()}
+                tracker.log_metrics(val_metrics, step=state.step)
                 tracker.log_image(grid, key="val/lq_output_gt", step=state.step)
-                logger.info("validation at step %d: %s", state.step, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+                logger.info("validation at step %d on %d held-out images: %s", state.step, len(val_set[0]),
+                            format_scores(scores))
             if state.step % config.train.ckpt_every == 0 or last:
-                save_and_report(state, config, rank=rank, loop_config=loop_config,
-                                metrics={"step": state.step, "loss": logs["loss"]})
+                save_and_report(state, config, rank=rank, loop_config=loop_config, grid=grid,
+                                metrics={"step": state.step, "loss": logs["loss"]} | val_metrics)
     finally:
         batch_iter.close()  # stop the data stream while Ray is still up
 
@@ -180,8 +187,9 @@ def build_state(config: RunConfig, method, *, device: torch.device, world_size: 
         unused = {"find_unused_parameters": True} if getattr(method, "has_unused_parameters", False) else None
         net = ray.train.torch.prepare_model(net, parallel_strategy_kwargs=unused)
     optimizer = build_optimizer(config.optim, method.param_groups(net))
-    scheduler = build_scheduler(config.optim, optimizer, num_steps=config.train.num_steps)
-    return TrainState(step=0, net=net, ema=ema, optimizer=optimizer, scheduler=scheduler)
+    span = ScheduleSpan(num_steps=config.train.num_steps)
+    scheduler = build_scheduler(config.optim, optimizer, num_steps=config.train.num_steps, span=span)
+    return TrainState(step=0, net=net, ema=ema, optimizer=optimizer, scheduler=scheduler, span=span)
 
 
 def load_saved_state(loop_config: dict, *, device: torch.device) -> dict | None:
@@ -203,17 +211,33 @@ def load_saved_state(loop_config: dict, *, device: torch.device) -> dict | None:
     return load_latest_checkpoint(list_checkpoints(storage_path, name), map_location=device)[2]
 
 
-def restore_state(state: TrainState, saved: dict) -> None:
+def restore_state(state: TrainState, saved: dict, config: RunConfig) -> None:
+    """Weights, EMA, optimiser and schedule of a checkpoint; the schedule continues over config.train.num_steps.
+
+    Resumed with the same num_steps, the saved span is rebuilt and the run goes on exactly. With another
+    num_steps, a new span starts at the checkpoint's step and lr (ScheduleSpan), so the lr keeps falling.
+    """
     unwrap(state.net).load_state_dict(saved["net"])
     if state.ema is not None:
         state.ema.load_state_dict(saved["ema"] if saved["ema"] is not None else saved["net"])
+    span = ScheduleSpan(**saved["schedule"]) if "schedule" in saved else ScheduleSpan(num_steps=config.train.num_steps)
+    if span.num_steps != config.train.num_steps:
+        factor = saved["scheduler"]["_last_lr"][0] / saved["scheduler"]["base_lrs"][0]
+        span = ScheduleSpan(start_step=saved["step"], start_factor=factor, num_steps=config.train.num_steps)
+        logger.info("train.num_steps changed to %d: the lr schedule continues from %.3g over steps %d-%d",
+                    config.train.num_steps, saved["scheduler"]["_last_lr"][0], saved["step"], config.train.num_steps)
+    # Scheduler first, optimiser state second: building a scheduler sets the groups' lr, the saved state resets it.
+    state.span = span
+    state.scheduler = build_scheduler(config.optim, state.optimizer, num_steps=config.train.num_steps, span=span)
     state.optimizer.load_state_dict(saved["optimizer"])
     state.scheduler.load_state_dict(saved["scheduler"])
     state.step = saved["step"]
 
 
-def save_and_report(state: TrainState, config: RunConfig, *, rank: int, loop_config: dict, metrics: dict) -> None:
-    """Every rank reports (a barrier); rank 0 attaches the checkpoint, written atomically to a temp dir."""
+def save_and_report(state: TrainState, config: RunConfig, *, rank: int, loop_config: dict, metrics: dict,
+                    grid: np.ndarray | None = None) -> None:
+    """Every rank reports (a barrier); rank 0 attaches the checkpoint, written atomically to a temp dir, with the
+    validation grid of this step (LQ | output | GT) as VALIDATION_IMAGE when there is one."""
     name = checkpoint_name(state.step)
     if rank != 0:
         ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
@@ -225,15 +249,31 @@ def save_and_report(state: TrainState, config: RunConfig, *, rank: int, loop_con
             "ema": None if state.ema is None else state.ema.state_dict(),
             "optimizer": state.optimizer.state_dict(),
             "scheduler": state.scheduler.state_dict(),
+            "schedule": state.span.to_dict(),
             "step": state.step,
         }
-        directory = write_checkpoint(Path(tmp) / name, state=saved, config=config.to_dict())
+        extra = {} if grid is None else {VALIDATION_IMAGE: encode_png(grid)}
+        directory = write_checkpoint(Path(tmp) / name, state=saved, config=config.to_dict(), extra_files=extra)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)),
                          checkpoint_dir_name=name)
         if loop_config["local_mode"]:  # Train local mode keeps checkpoints in memory only
             persist_checkpoint(directory, loop_config["run_uri"], keep_last=config.train.keep_last)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def encode_png(rgb_HWC: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(rgb_HWC[:, :, ::-1]))
+    if not ok:
+        raise OSError("could not encode the validation grid as PNG")
+    return encoded.tobytes()
+
+
+def format_scores(scores: dict[str, float]) -> str:
+    """'input psnr 23.71 ssim 0.612 lpips 0.016 -> output psnr 25.90 ssim 0.700 lpips 0.012 (gain +2.19 dB)'."""
+    def trio(prefix: str) -> str:
+        return f"psnr {scores[prefix + 'psnr']:.2f} ssim {scores[prefix + 'ssim']:.3f} lpips {scores[prefix + 'lpips']:.3f}"
+    return f"input {trio('lq_')} -> output {trio('')} (gain {scores['psnr_gain']:+.2f} dB)"
 
 
 def unwrap(net: nn.Module) -> nn.Module:

@@ -2,6 +2,7 @@ import collections
 import dataclasses
 import io
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,8 +48,9 @@ def _folder(tmp_path, sizes, bad=()):
 
 
 def _config(source, **overrides):
+    """A DataConfig over `source` that trains on all of it (val_images=0) unless the test holds images out."""
     fields = {"source": source, "degradation": RealESRGANConfig(), "patch_size": 32, "crop_margin": 8,
-              "hflip": True, "rot": True, "num_cpu_workers": 1, "batch_size": 4}
+              "hflip": True, "rot": True, "num_cpu_workers": 1, "batch_size": 4, "val_images": 0}
     return DataConfig(**(fields | overrides))
 
 
@@ -236,14 +238,17 @@ def test_start_index_continues_the_stream_exactly(tmp_path):
 
 
 def test_val_set_is_deterministic_and_independent_of_the_run_seed(tmp_path):
-    source = _folder(tmp_path, [(48, 48), (40, 56), (20, 20)], bad={"a_bad.png": b""})
-    hqs, lqs, keys = build_val_set(_config(source, seed=1), 3)
+    val = _folder(tmp_path / "val", [(48, 48), (40, 56), (20, 20)], bad={"a_bad.png": b""})
+    train = _folder(tmp_path / "train", [(48, 48)])
+    hqs, lqs, keys = build_val_set(_config(train, val_source=val, seed=1), 3)
     assert len(hqs) == 3 and all(h.shape == (32, 32, 3) and h.dtype == np.uint8 for h in hqs)
     assert all(q.shape == (8, 8, 3) for q in lqs)
     assert keys == ["img_00", "img_01", "img_02"]  # the file stems; the bad file has no pair and no key
-    hqs2, lqs2, _ = build_val_set(_config(source, seed=2), 3)
+    hqs2, lqs2, _ = build_val_set(_config(train, val_source=val, seed=2), 3)
     assert all(a.tobytes() == b.tobytes() for a, b in zip(hqs + lqs, hqs2 + lqs2))
-    skipped, _, skipped_keys = build_val_set(_config(source, small="skip"), 3)
+    big, _, _ = build_val_set(_config(train, val_source=val, val_patch_size=40), 1)
+    assert big[0].shape == (40, 40, 3)
+    skipped, _, skipped_keys = build_val_set(_config(train, val_source=val, small="skip"), 3)
     assert len(skipped) == len(skipped_keys) == 2  # the 20x20 image is skipped, the empty file too, and the source runs out
 
 
@@ -314,3 +319,21 @@ def test_decode_cache_does_not_change_pairs(tmp_path):
             plain = make_pair(sample, epoch=epoch, config=config)
             assert cached[0].tobytes() == plain[0].tobytes() and cached[1].tobytes() == plain[1].tobytes()
     assert len(cache.images) == 2
+
+
+def test_held_out_images_never_reach_the_training_stream(tmp_path):
+    from pipelines.data import train_manifest, val_manifest
+
+    config = _config(_folder(tmp_path, [(48, 48)] * 6), val_images=2)
+    train, val = train_manifest(config), val_manifest(config)
+    assert len(train) == 4 and len(val) == 2
+    assert {s.key for s in train.samples}.isdisjoint(s.key for s in val.samples)
+    assert [s.sample_id for s in train.samples] == [0, 1, 2, 3]
+    # The held-out files are made unreadable: a stream that read one would count a DecodeError.
+    for sample in val.samples:
+        Path(sample.hq).write_bytes(b"")
+    maker = PairMaker(config=config, manifest=train, start_index=0)
+    rows = maker({"id": np.arange(3 * len(train))})
+    assert len(rows["index"]) == 12 and not maker.num_skipped
+    assert {train.samples[i].key for i in rows["sample_id"]} == {s.key for s in train.samples}
+    assert len(build_val_set(config, 2)[0]) == 0  # the validation set reads exactly those files

@@ -101,3 +101,51 @@ def test_two_phase_schedule_decays_in_phase_a_and_restarts_for_phase_b():
         scheduler.step()
     expected = [2e-4] * 6 + [2e-5] * 4 + [2e-4] * 4 + [1e-4] * 4 + [5e-5] * 2
     assert lrs == pytest.approx(expected)
+
+
+def _lrs_after_resume(first_steps: int, total_steps: int, *, resumed_total: int) -> list[float]:
+    """lr after every step: a run of `total_steps` stopped after `first_steps`, resumed to `resumed_total`."""
+    import dataclasses
+
+    import torch
+
+    from pipelines.recipes import build_method, debug
+    from pipelines.train import build_state, restore_state
+
+    def config(num_steps):
+        base = debug()
+        return dataclasses.replace(base, train=dataclasses.replace(base.train, num_steps=num_steps))
+
+    method = build_method(debug().method)
+    lrs = []
+    state = build_state(config(total_steps), method, device=torch.device("cpu"), world_size=1)
+    for _ in range(first_steps):
+        state.optimizer.step()
+        state.scheduler.step()
+        state.step += 1
+        lrs.append(state.scheduler.get_last_lr()[0])
+    saved = {"net": state.net.state_dict(), "ema": None, "optimizer": state.optimizer.state_dict(),
+             "scheduler": state.scheduler.state_dict(), "schedule": state.span.to_dict(), "step": state.step}
+    resumed = build_state(config(resumed_total), method, device=torch.device("cpu"), world_size=1)
+    restore_state(resumed, saved, config(resumed_total))
+    while resumed.step < resumed_total:
+        resumed.optimizer.step()
+        resumed.scheduler.step()
+        resumed.step += 1
+        lrs.append(resumed.scheduler.get_last_lr()[0])
+    return lrs
+
+
+def test_resume_with_more_steps_continues_one_falling_schedule():
+    lrs = _lrs_after_resume(8, 8, resumed_total=200)
+    assert len(lrs) == 200
+    assert all(b <= a for a, b in zip(lrs, lrs[1:])), "the lr jumped back up after the resume"
+    assert lrs[-1] == pytest.approx(1e-4)  # the debug recipe's eta_min, reached at the new last step
+    # From a checkpoint mid-way (step 4 of 8), the remaining decay spreads over the new total.
+    mid = _lrs_after_resume(4, 8, resumed_total=100)
+    assert all(b <= a for a, b in zip(mid, mid[1:])) and mid[-1] == pytest.approx(1e-4)
+    assert mid[20] > 10 * 1e-4  # far from the floor, where the saved 8-step cosine would already be
+
+
+def test_resume_with_the_same_steps_continues_the_saved_schedule_exactly():
+    assert _lrs_after_resume(5, 12, resumed_total=12) == _lrs_after_resume(12, 12, resumed_total=12)

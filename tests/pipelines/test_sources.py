@@ -1,3 +1,4 @@
+import dataclasses
 import io
 
 import numpy as np
@@ -103,3 +104,29 @@ def test_sample_images_are_the_skimage_photographs_as_bytes(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}.png" for n in SAMPLE_NAMES)
     assert all(isinstance(s.hq, bytes) and s.hq.startswith(b"\x89PNG") for s in manifest.samples)
     assert SampleImages(folder=str(tmp_path)).manifest() == manifest
+
+
+def test_holdout_split_is_disjoint_stable_and_independent_of_listing_order(tmp_path):
+    from pipelines.sources import Manifest, Sample, holdout_split
+
+    samples = tuple(Sample(sample_id=i, name=f"photo_{i:03d}", hq=f"/x/photo_{i:03d}.png") for i in range(50))
+    train, val = holdout_split(Manifest(samples=samples), 5)
+    assert len(train) == 45 and len(val) == 5
+    assert {s.key for s in train.samples}.isdisjoint(s.key for s in val.samples)
+    assert [s.sample_id for s in val.samples] == list(range(5))
+    reordered = tuple(dataclasses.replace(s, sample_id=i) for i, s in enumerate(reversed(samples)))
+    assert {s.key for s in holdout_split(Manifest(samples=reordered), 5)[1].samples} == {s.key for s in val.samples}
+    # More images: a held-out image stays held out unless a new key ranks below it.
+    more = samples + tuple(Sample(sample_id=50 + i, name=f"new_{i}", hq="") for i in range(10))
+    grown = {s.key for s in holdout_split(Manifest(samples=more), 5)[1].samples}
+    assert len(grown & {s.key for s in val.samples}) >= 5 - len({k for k in grown if k.startswith("new_")})
+    with pytest.raises(ValueError, match="leaves none to train on"):
+        holdout_split(Manifest(samples=samples[:2]), 2)
+
+
+def test_bundled_photos_hold_out_chelsea_and_coffee(tmp_path):
+    from pipelines.sources import holdout_split
+
+    train, val = holdout_split(SampleImages(folder=str(tmp_path)).manifest(), 2)
+    assert [s.key for s in val.samples] == ["chelsea", "coffee"]
+    assert len(train) == len(SAMPLE_NAMES) - 2

@@ -118,6 +118,22 @@ def main(argv: list[str] | None = None) -> None:
     if args.print_config:
         print(config.to_json())
         return
+    run_training(config, resume=resume, mlflow_uri=args.mlflow_uri, experiment=args.experiment)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TrainingResult:
+    """What a finished run left: its newest checkpoint (uri, step), the metrics of its last report, its MLflow run."""
+
+    checkpoint: tuple[str, int] | None
+    metrics: dict
+    target: tracking.TrackingTarget
+
+
+def run_training(config: RunConfig, *, resume: tuple[str, int] | None = None, mlflow_uri: str | None = None,
+                 experiment: str = "restoration") -> TrainingResult:
+    """Train `config` on Ray Train (joining RAY_ADDRESS, an initialised Ray, or a local one it starts), tracked
+    in MLflow; prints the end-of-run summary. `resume` is (checkpoint uri, step), as `resolve_config` returns."""
     storage_path = _absolute(config.storage_path)
     run = run_uri(storage_path, config.name)
     if resume is None and find_latest_checkpoint(storage_path, config.name) is not None:
@@ -127,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"checkpoint is at step {start_step} >= train.num_steps {config.train.num_steps}; "
                          f"raise it with --set train.num_steps=N")
 
-    target = start_tracking(config, args, storage_path=storage_path, run=run)
+    target = start_tracking(config, mlflow_uri=mlflow_uri, experiment=experiment, resuming=resume is not None,
+                            storage_path=storage_path, run=run)
     started = time.perf_counter()
     owns_ray = not ray.is_initialized()
     try:
@@ -142,8 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if owns_ray:
             ray.shutdown()
-    summary(config, run=run, final=final, target=target, seconds=time.perf_counter() - started,
-            metrics=result.metrics or {})
+    metrics = dict(result.metrics or {})
+    summary(config, run=run, final=final, target=target, seconds=time.perf_counter() - started, metrics=metrics)
+    return TrainingResult(checkpoint=final, metrics=metrics, target=target)
 
 
 def init_ray(config: RunConfig) -> None:
@@ -195,22 +213,23 @@ def build_trainer(config: RunConfig, *, target: tracking.TrackingTarget, resume:
     )
 
 
-def start_tracking(config: RunConfig, args: argparse.Namespace, *, storage_path: str, run: str) -> tracking.TrackingTarget:
+def start_tracking(config: RunConfig, *, mlflow_uri: str | None, experiment: str, resuming: bool, storage_path: str,
+                   run: str) -> tracking.TrackingTarget:
     """Create (or, for --resume, reopen) the MLflow run; its id is stored in the run dir."""
-    if args.mlflow_uri:
-        uri, artifact_root = args.mlflow_uri, None
+    if mlflow_uri:
+        uri, artifact_root = mlflow_uri, None
     else:
         local_root = storage_path if "://" not in storage_path else str(Path("runs").resolve())
         uri, artifact_root = tracking.embedded_store(local_root)
     fs, run_path = pyarrow.fs.FileSystem.from_uri(run)
     saved = fs.get_file_info(f"{run_path}/{TRACKING_FILE}")
     resume_run_id = None
-    if args.resume and saved.type == pyarrow.fs.FileType.File:
+    if resuming and saved.type == pyarrow.fs.FileType.File:
         with fs.open_input_stream(saved.path) as f:
             stored = json.loads(f.read().decode())
         resume_run_id = stored["run_id"] if stored["uri"] == uri else None
     tags = {"ray.run": run, "method": config.method.kind, "ray.version": ray.__version__}
-    target = tracking.start_run(uri=uri, experiment=args.experiment, artifact_root=artifact_root,
+    target = tracking.start_run(uri=uri, experiment=experiment, artifact_root=artifact_root,
                                 run_name=config.name, config=config.to_dict(), tags=tags,
                                 resume_run_id=resume_run_id)
     if target.run_id is not None:

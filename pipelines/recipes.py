@@ -223,7 +223,7 @@ def _paper(name: str, method: MethodConfig, data: DataConfig, optim: OptimConfig
     return RunConfig(
         name=name,
         method=method,
-        data=data,
+        data=dataclasses.replace(data, val_images=8),  # held out of the training folder; or give data.val_source
         optim=optim,
         train=TrainConfig(num_steps=num_steps, batch_size=batch_size, val_every=5000, ckpt_every=5000,
                           keep_last=3, log_every=100, num_val_images=8, grad_clip=None),

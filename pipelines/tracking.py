@@ -186,3 +186,9 @@ def _reachable(uri: str) -> bool:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def metric_history(target: TrackingTarget, key: str) -> list[tuple[int, float]]:
+    """(step, value) of every logged value of metric `key` in the target's run, by step."""
+    client = MlflowClient(tracking_uri=target.uri)
+    return sorted((m.step, m.value) for m in client.get_metric_history(target.run_id, key))

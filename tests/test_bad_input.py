@@ -130,8 +130,9 @@ def _mixed_folder(root: Path) -> Path:
 
 
 def _data_config(root: Path, **kw) -> DataConfig:
+    """Trains on every file of `root` (no hold-out), so each bad file reaches the pair maker."""
     return DataConfig(source=FolderSource(paths=(str(root),)), degradation=BicubicConfig(scale=2), patch_size=32,
-                      crop_margin=0, **kw)
+                      crop_margin=0, **({"val_images": 0} | kw))
 
 
 @pytest.mark.parametrize("small,expected_pairs", [("pad", 3), ("skip", 2)])
@@ -151,7 +152,8 @@ def test_pair_maker_skips_bad_files_and_counts_them_by_reason(tmp_path, caplog, 
 
 
 def test_validation_set_skips_bad_files(tmp_path):
-    hqs, lqs, _ = build_val_set(_data_config(_mixed_folder(tmp_path / "mixed")), num_images=9)
+    mixed = FolderSource(paths=(str(_mixed_folder(tmp_path / "mixed")),))
+    hqs, lqs, _ = build_val_set(_data_config(tmp_path / "mixed", val_source=mixed), num_images=9)
     assert len(hqs) == len(lqs) == 3  # the two photos and the padded 1x1 image
 
 

@@ -28,7 +28,7 @@ ENV = os.environ | {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_DEDUP_LOGS"
 
 def _cli(storage: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, str(ROOT / "pipelines/train.py"), "--storage-path", str(storage),
+        sys.executable, str(ROOT / "pipelines/train.py"), "--recipe", "debug", "--storage-path", str(storage),
         "--set", f"train.num_steps={NUM_STEPS}", "--set", f"train.ckpt_every={CKPT_EVERY}",
         "--set", "train.log_every=1", "--set", "train.num_val_images=0", "--set", "train.keep_last=3",
         "--set", "train.batch_size=2", "--set", "data.patch_size=32",

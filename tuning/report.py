@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 # Metric key in MLflow -> (column name, better is higher). Validation runs on rank 0 with the EMA net.
 VAL_METRICS = {"val/psnr": ("psnr", True), "val/ssim": ("ssim", True), "val/lpips": ("lpips", False)}
+# The held-out input's own scores (bicubic-upsampled lq), the baseline every trial must beat.
+INPUT_METRICS = {"val/lq_psnr": "input_psnr", "val/lq_ssim": "input_ssim"}
 LOSS_METRIC = "train/loss"
 
 
@@ -58,7 +60,7 @@ def load_trials(client: MlflowClient, *, experiment_id: str, parent_run_id: str)
     trials = []
     for run in runs:
         curves = {}
-        for key in (*VAL_METRICS, LOSS_METRIC):
+        for key in (*VAL_METRICS, *INPUT_METRICS, LOSS_METRIC):
             history = client.get_metric_history(run.info.run_id, key)
             curves[key] = sorted((m.step, m.value) for m in history)
         trials.append(TrialCurves(run_name=run.info.run_name, setting=run.data.tags.get("sweep.setting", "?"),
@@ -68,15 +70,22 @@ def load_trials(client: MlflowClient, *, experiment_id: str, parent_run_id: str)
 
 
 def table_rows(trials: list[TrialCurves]) -> list[dict[str, str]]:
-    """One row per trial: setting, status (with who stopped it), steps reached and best validation scores."""
+    """One row per trial: setting, status (with who stopped it), steps reached, the held-out input's scores, the
+    best validation scores and the PSNR gain of the best over the input."""
     rows = []
     for trial in trials:
         row = {"setting": trial.setting, "run": trial.run_name,
                "status": trial.status + (f" ({trial.stopped_by})" if trial.stopped_by else ""),
                "steps": str(trial.last_step)}
+        for key, column in INPUT_METRICS.items():
+            points = trial.curves.get(key, [])
+            row[column] = f"{points[-1][1]:.4f}" if points else ""
         for key, (column, higher) in VAL_METRICS.items():
             best = trial.best(key)
             row[f"best_{column}"] = "" if best is None else f"{best:.4f}"
+        gain = (trial.best("val/psnr") - trial.curves["val/lq_psnr"][-1][1]
+                if trial.best("val/psnr") is not None and trial.curves.get("val/lq_psnr") else None)
+        row["psnr_gain"] = "" if gain is None else f"{gain:+.2f}"
         rows.append(row)
     return rows
 

@@ -19,7 +19,7 @@ from tests.ray_head import ray_head
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "assets" / "golden_loss_debug.txt"
-GOLDEN_ARGS = ["--set", "train.log_every=1"]  # the debug recipe, logging every step's loss
+GOLDEN_ARGS = ["--recipe", "debug", "--set", "train.log_every=1"]  # the debug recipe, logging every step's loss
 CRASH_STEP = 20  # rank 1 exits once after this step; the last checkpoint before it is at step 15
 
 
@@ -119,13 +119,17 @@ def test_debug_run_keeps_the_last_checkpoints_and_a_complete_mlflow_run(debug_ru
     assert names == ["checkpoint_00000015", "checkpoint_00000030"]
     final = debug_run / "golden" / "checkpoint_00000030"
     state = load_state(final)
-    assert state["step"] == 30 and set(state) == {"net", "ema", "optimizer", "scheduler", "step"}
+    assert state["step"] == 30 and set(state) == {"net", "ema", "optimizer", "scheduler", "schedule", "step"}
+    assert (final / "validation.png").is_file()  # held-out LQ | output | GT of the last validation
     assert RunConfig.from_dict(read_config(final)).name == "golden"
     client, run = mlflow_run(debug_run, "golden")
     assert run.info.status == "FINISHED"
     assert run.data.params["optim.lr"] == "0.01" and run.data.params["method.kind"] == "refusion"
     assert {"train/loss", "train/lr", "train/samples_per_s", "train/data_wait_frac", "val/psnr", "val/ssim",
-            "val/lpips"} <= set(run.data.metrics)
+            "val/lpips", "val/lq_psnr", "val/lq_ssim", "val/lq_lpips", "val/psnr_gain"} <= set(run.data.metrics)
+    metrics = run.data.metrics
+    assert metrics["val/psnr_gain"] == pytest.approx(metrics["val/psnr"] - metrics["val/lq_psnr"])
+    assert 15 < metrics["val/lq_psnr"] < 35  # noisy photos (sigma 10-30) against their clean versions
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
     assert {"config.json", "checkpoint", "images"} <= set(artifacts)
 
@@ -147,10 +151,27 @@ def test_resume_from_a_checkpoint_continues_exactly(debug_run):
 
 
 @pytest.mark.slow
+def test_resume_with_more_steps_continues_one_falling_lr_schedule(debug_run):
+    # The 30-step run's step-15 checkpoint, resumed to 60 steps: the lr falls on from its value there to eta_min
+    # (restarting the saved 30-step cosine would swing it back up to 1e-2 after step 30).
+    shutil.copytree(debug_run / "golden" / "checkpoint_00000015", debug_run / "longer" / "checkpoint_00000015")
+    config = json.loads((debug_run / "longer" / "checkpoint_00000015" / "config.json").read_text())
+    config["name"] = "longer"
+    (debug_run / "longer" / "checkpoint_00000015" / "config.json").write_text(json.dumps(config))
+    run_cli(["--resume", "longer", "--storage-path", str(debug_run), "--set", "train.num_steps=60",
+             "--set", "train.log_every=1"])
+    client, run = mlflow_run(debug_run, "longer")
+    lrs = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "train/lr"), key=lambda m: m.step)]
+    assert len(lrs) == 45
+    assert all(b <= a for a, b in zip(lrs, lrs[1:])), lrs
+    assert lrs[-1] == pytest.approx(config["optim"]["eta_min"])
+
+
+@pytest.mark.slow
 def test_two_cpu_workers_learn_and_recover_from_a_killed_worker(local_ray, tmp_path):
     from pipelines.checkpoints import load_state
 
-    run_cli(["--storage-path", str(tmp_path), "--name", "ddp", "--num-workers", "2",
+    run_cli(["--recipe", "debug", "--storage-path", str(tmp_path), "--name", "ddp", "--num-workers", "2",
              "--set", "scaling.cpus_per_worker=1", "--set", "train.max_failures=1", "--set", "train.log_every=1"])
     assert local_ray.exists(), "rank 1 was not killed"
     client, run = mlflow_run(tmp_path, "ddp")

@@ -27,6 +27,8 @@ def _study(tmp_path):
             client.log_metric(run, "val/psnr", value, step=step)
             client.log_metric(run, "val/ssim", value / 30, step=step)
             client.log_metric(run, "val/lpips", 1 / value, step=step)
+            client.log_metric(run, "val/lq_psnr", 22.5, step=step)  # the held-out input's own score
+            client.log_metric(run, "val/lq_ssim", 0.6, step=step)
             client.log_metric(run, "train/loss", 1 / step, step=step)
         client.set_terminated(run, status="KILLED" if setting == "70" else "FINISHED")
     study_dir = tmp_path / "sweeps" / "noise"
@@ -49,7 +51,8 @@ def test_report_writes_best_scores_per_setting_and_plots(tmp_path):
     assert rows[0]["best_lpips"] == f"{1 / 24:.4f}"  # LPIPS: lower is better
     assert rows[1]["status"] == "KILLED (asha)" and rows[1]["steps"] == "30"
     markdown = (out / "table.md").read_text()
-    assert "| 10 | noise-10 | FINISHED | 30 | 24.0000 |" in markdown
+    assert "| 10 | noise-10 | FINISHED | 30 | 22.5000 | 0.6000 | 24.0000 |" in markdown
+    assert rows[0]["psnr_gain"] == "+1.50" and rows[1]["psnr_gain"] == "-1.50"  # best minus the input
     for name in ("metric_vs_setting.png", "learning_curves.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
     logged = {a.path for a in client.list_artifacts(parent, "report")}

@@ -52,14 +52,14 @@ class Bench:
 
 BENCHES: dict[str, Bench] = {
     "refusion-denoise": Bench("Refusion (pixel)", "denoising, Gaussian sigma 10-30", (recipes.refusion_denoise,),
-                              minutes=4.0, baseline="nlm"),
-    "refusion-deblur": Bench("Refusion (pixel)", "motion deblurring", (recipes.refusion_deblur,), minutes=6.0),
+                              minutes=4.4, baseline="nlm"),
+    "refusion-deblur": Bench("Refusion (pixel)", "motion deblurring", (recipes.refusion_deblur,), minutes=9.8),
     "latent-refusion": Bench("Latent Refusion", "denoising, Gaussian sigma 10-30",
-                             (recipes.latent_autoencoder_denoise, recipes.latent_refusion_denoise), minutes=8.0,
+                             (recipes.latent_autoencoder_denoise, recipes.latent_refusion_denoise), minutes=4.0,
                              baseline="nlm"),
     "diffir-sr": Bench("DiffIR S1 -> S2", "x4 SR, bicubic", (recipes.diffir_sr_s1, recipes.diffir_sr_s2),
-                       minutes=10.0, baseline="bicubic"),
-    "msgd-deblur": Bench("MSGD", "motion deblurring", (recipes.msgd_deblur,), minutes=8.0),
+                       minutes=7.9, baseline="bicubic"),
+    "msgd-deblur": Bench("MSGD", "motion deblurring", (recipes.msgd_deblur,), minutes=7.4),
 }
 
 
@@ -70,6 +70,7 @@ class QualityResult:
     psnr: float
     lq_ssim: float
     ssim: float
+    psnr_start: float  # the last stage's net before its first step (random, or stage 1's for DiffIR S2)
     baseline_psnr: float | None
     num_images: int
     minutes: float
@@ -83,28 +84,33 @@ class QualityResult:
         return (f"{self.name}: input {self.lq_psnr:.2f} dB -> output {self.psnr:.2f} dB (gain {self.gain:+.2f} dB) "
                 f"on {self.num_images} held-out images")
 
+    def start_line(self) -> str:
+        return f"{self.name}: held-out PSNR {self.psnr_start:.2f} dB at step 0 -> {self.psnr:.2f} dB after training"
 
-def scaled(config: RunConfig, factor: float) -> RunConfig:
-    """The config with num_steps (and the validation/checkpoint cadence) scaled by `factor`; phased methods keep
-    their phase fractions."""
+
+def scaled(config: RunConfig, factor: float, *, num_validations: int = 4) -> RunConfig:
+    """The config with num_steps scaled by `factor` and `num_validations` validations (and checkpoints) spread
+    over it; phased methods keep their phase fractions."""
     train = config.train
     num_steps = max(2, math.ceil(train.num_steps * factor))
-    every = max(1, num_steps // 4)
+    every = max(1, num_steps // num_validations)
     config = dataclasses.replace(config, train=dataclasses.replace(
         train, num_steps=num_steps, val_every=every, ckpt_every=every, log_every=max(1, min(train.log_every, every))))
     return recipes.rescale_phases(config, factor)
 
 
-def run_bench(name: str, *, minutes: float | None = None, storage_path: str = "runs",
-              mlflow_uri: str | None = None) -> QualityResult:
+def run_bench(name: str, *, minutes: float | None = None, storage_path: str = "runs", mlflow_uri: str | None = None,
+              num_validations: int = 4) -> QualityResult:
     """Train every stage of bench `name` (steps scaled to `minutes`), then score the held-out photos."""
     bench = BENCHES[name]
     factor = 1.0 if minutes is None else minutes / bench.minutes
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     started, previous, config, result = time.perf_counter(), None, None, None
     for index, stage in enumerate(bench.stages):
-        config = scaled(stage(previous), factor)
+        config = scaled(stage(previous), factor, num_validations=num_validations)
         config = dataclasses.replace(config, name=f"{name}-{stamp}-{config.name}", storage_path=storage_path)
+        if index == len(bench.stages) - 1:
+            start = score_at_step_0(config)
         result = run_training(config, mlflow_uri=mlflow_uri, experiment="quality")
         if result.checkpoint is None:
             raise RuntimeError(f"{name}: stage {index} ({config.name}) left no checkpoint")
@@ -113,7 +119,7 @@ def run_bench(name: str, *, minutes: float | None = None, storage_path: str = "r
     hqs, lqs, _ = build_val_set(config.data, config.train.num_val_images)
     baseline = classical_baseline(bench.baseline, hqs, lqs) if bench.baseline else None
     return QualityResult(name=name, lq_psnr=m["val/lq_psnr"], psnr=m["val/psnr"], lq_ssim=m["val/lq_ssim"],
-                         ssim=m["val/ssim"], baseline_psnr=baseline, num_images=len(hqs),
+                         ssim=m["val/ssim"], psnr_start=start["psnr"], baseline_psnr=baseline, num_images=len(hqs),
                          minutes=(time.perf_counter() - started) / 60, checkpoint=previous)
 
 
@@ -134,21 +140,15 @@ class LearningResult:
                 f"(input {self.lq_psnr:.2f} dB) on {self.num_images} held-out images; {terms}")
 
 
-def run_osediff(*, minutes: float | None = None, storage_path: str = "runs",
-                mlflow_uri: str | None = None) -> LearningResult:
+def run_osediff(*, minutes: float | None = None, storage_path: str = "runs", mlflow_uri: str | None = None,
+                num_validations: int = 4) -> LearningResult:
     """Score the untrained OSEDiff (step 0) on the held-out photos, train it, score again, read the loss curves."""
     config = recipes.osediff_tiny_sr()
-    if minutes is not None:
-        config = scaled(config, minutes / OSEDIFF_MINUTES)
+    config = scaled(config, 1.0 if minutes is None else minutes / OSEDIFF_MINUTES, num_validations=num_validations)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     config = dataclasses.replace(config, name=f"osediff-{stamp}", storage_path=storage_path)
+    start = score_at_step_0(config)
     val_set = build_val_set(config.data, config.train.num_val_images)
-    method = build_method(config.method)
-    torch.manual_seed(config.seed)  # the weights the training loop starts from
-    net = method.build()
-    start, _ = evaluate(method, net, val_set, ImageMetrics(device=torch.device("cpu")), device=torch.device("cpu"),
-                        seed=config.seed)
-    del net
     result = run_training(config, mlflow_uri=mlflow_uri, experiment="quality")
     losses = {}
     for key in ("loss_l2", "loss_lpips", "loss_vsd", "loss_fake"):
@@ -159,7 +159,18 @@ def run_osediff(*, minutes: float | None = None, storage_path: str = "runs",
                           lq_psnr=result.metrics["val/lq_psnr"], losses=losses, num_images=len(val_set[0]))
 
 
-OSEDIFF_MINUTES = 6.0  # osediff_tiny_sr's default steps on the 2-core machine
+def score_at_step_0(config: RunConfig) -> dict[str, float]:
+    """Held-out scores of the net the training loop starts from (same seed, same build), before any step."""
+    method = build_method(config.method)
+    torch.manual_seed(config.seed)
+    net = method.build()
+    val_set = build_val_set(config.data, config.train.num_val_images)
+    scores, _ = evaluate(method, net, val_set, ImageMetrics(device=torch.device("cpu")), device=torch.device("cpu"),
+                         seed=config.seed)
+    return scores
+
+
+OSEDIFF_MINUTES = 2.3  # osediff_tiny_sr's default steps on the 2-core machine
 
 
 def classical_baseline(kind: str, hqs: list[np.ndarray], lqs: list[np.ndarray]) -> float:
@@ -226,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     for r in results:
         if r.baseline_psnr is not None:
             print(f"{r.name}: classical baseline ({BENCHES[r.name].baseline}) {r.baseline_psnr:.2f} dB")
+    for r in results:
+        print(r.start_line())
     for r in results:
         print(r.line(), flush=True)
 

@@ -140,8 +140,8 @@ def run_study(args: argparse.Namespace, study_name: str) -> Path:
     tracking.end_run(tracking.TrackingTarget(uri=context.tracking_uri, run_id=context.parent_run_id), status)
     if num_open:
         print(f"study {study_name} interrupted with {num_open} unfinished trials: rerun with --resume", flush=True)
-    elif not args.no_report:
-        report.write_report(study_dir)
+    elif not args.no_report:  # the table: each trial's best held-out scores beside the input's, and the gain
+        print((report.write_report(study_dir) / "table.md").read_text(), flush=True)
     print(f"study {study_name}: {study_dir}", flush=True)
     return study_dir
 

@@ -1,7 +1,7 @@
 """End-to-end training runs through the CLI entry point (pipelines/launch.py::main), on a local Ray.
 
 Regenerate the pinned debug losses after an intended change of the numerics:
-    .venv/bin/python tests/pipelines/test_train.py --regenerate-golden
+    PYTHONPATH=. .venv/bin/python tests/pipelines/test_train.py --regenerate-golden
 """
 
 import json
@@ -49,7 +49,7 @@ def read_golden() -> dict[int, float]:
 
 def write_golden(values: dict[int, float]) -> None:
     header = ("# Per-step training loss of the debug recipe in Train local mode (CPU, seed 0).\n"
-              "# Regenerate: .venv/bin/python tests/pipelines/test_train.py --regenerate-golden\n")
+              "# Regenerate: PYTHONPATH=. .venv/bin/python tests/pipelines/test_train.py --regenerate-golden\n")
     GOLDEN.write_text(header + "".join(f"{step} {loss:.8f}\n" for step, loss in sorted(values.items())))
 
 
@@ -134,13 +134,20 @@ def test_debug_run_keeps_the_last_checkpoints_and_a_complete_mlflow_run(debug_ru
     assert {"config.json", "checkpoint", "images"} <= set(artifacts)
 
 
+def copy_as_run(storage: Path, checkpoint: str, *, name: str) -> dict:
+    """A new run `name` holding only that checkpoint of the golden run (as a run cut short there); its config."""
+    target = storage / name / checkpoint
+    shutil.copytree(storage / "golden" / checkpoint, target)
+    config = json.loads((target / "config.json").read_text())
+    config["name"] = name
+    (target / "config.json").write_text(json.dumps(config))
+    return config
+
+
 @pytest.mark.slow
 def test_resume_from_a_checkpoint_continues_exactly(debug_run):
     # A run that stopped at step 15: its checkpoint alone, resumed to step 30.
-    shutil.copytree(debug_run / "golden" / "checkpoint_00000015", debug_run / "cut" / "checkpoint_00000015")
-    config = json.loads((debug_run / "cut" / "checkpoint_00000015" / "config.json").read_text())
-    config["name"] = "cut"
-    (debug_run / "cut" / "checkpoint_00000015" / "config.json").write_text(json.dumps(config))
+    copy_as_run(debug_run, "checkpoint_00000015", name="cut")
     run_cli(["--resume", "cut", "--storage-path", str(debug_run)])
     resumed, original = losses(debug_run, "cut"), losses(debug_run, "golden")
     assert sorted(resumed) == list(range(16, 31))
@@ -154,10 +161,7 @@ def test_resume_from_a_checkpoint_continues_exactly(debug_run):
 def test_resume_with_more_steps_continues_one_falling_lr_schedule(debug_run):
     # The 30-step run's step-15 checkpoint, resumed to 60 steps: the lr falls on from its value there to eta_min
     # (restarting the saved 30-step cosine would swing it back up to 1e-2 after step 30).
-    shutil.copytree(debug_run / "golden" / "checkpoint_00000015", debug_run / "longer" / "checkpoint_00000015")
-    config = json.loads((debug_run / "longer" / "checkpoint_00000015" / "config.json").read_text())
-    config["name"] = "longer"
-    (debug_run / "longer" / "checkpoint_00000015" / "config.json").write_text(json.dumps(config))
+    config = copy_as_run(debug_run, "checkpoint_00000015", name="longer")
     run_cli(["--resume", "longer", "--storage-path", str(debug_run), "--set", "train.num_steps=60",
              "--set", "train.log_every=1"])
     client, run = mlflow_run(debug_run, "longer")

@@ -88,9 +88,11 @@ class QualityResult:
         return f"{self.name}: held-out PSNR {self.psnr_start:.2f} dB at step 0 -> {self.psnr:.2f} dB after training"
 
 
-def scaled(config: RunConfig, factor: float, *, num_validations: int = 4) -> RunConfig:
+def scaled(config: RunConfig, factor: float, *, num_validations: int = 4, val_patch_size: int | None = None) -> RunConfig:
     """The config with num_steps scaled by `factor` and `num_validations` validations (and checkpoints) spread
-    over it; phased methods keep their phase fractions."""
+    over it, optionally on smaller held-out crops; phased methods keep their phase fractions."""
+    if val_patch_size is not None:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, val_patch_size=val_patch_size))
     train = config.train
     num_steps = max(2, math.ceil(train.num_steps * factor))
     every = max(1, num_steps // num_validations)
@@ -100,14 +102,15 @@ def scaled(config: RunConfig, factor: float, *, num_validations: int = 4) -> Run
 
 
 def run_bench(name: str, *, minutes: float | None = None, storage_path: str = "runs", mlflow_uri: str | None = None,
-              num_validations: int = 4) -> QualityResult:
-    """Train every stage of bench `name` (steps scaled to `minutes`), then score the held-out photos."""
+              num_validations: int = 4, val_patch_size: int | None = None) -> QualityResult:
+    """Train every stage of bench `name` (steps scaled to `minutes`), then score the held-out photos (their
+    centred crops of `val_patch_size`, default the bench's 256^2)."""
     bench = BENCHES[name]
     factor = 1.0 if minutes is None else minutes / bench.minutes
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     started, previous, config, result = time.perf_counter(), None, None, None
     for index, stage in enumerate(bench.stages):
-        config = scaled(stage(previous), factor, num_validations=num_validations)
+        config = scaled(stage(previous), factor, num_validations=num_validations, val_patch_size=val_patch_size)
         config = dataclasses.replace(config, name=f"{name}-{stamp}-{config.name}", storage_path=storage_path)
         if index == len(bench.stages) - 1:
             start = score_at_step_0(config)

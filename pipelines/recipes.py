@@ -20,7 +20,7 @@ from models.msgd import MSGD, MSGDConfig
 from models.msgd import configs as msgd_configs
 from models.nets.latent_unet import DEHAZE_UNET, LatentUNet
 from models.nets.nafnet import REFUSION_NAFNET
-from models.osediff import OSEDiff, OSEDiffConfig
+from models.osediff import OSEDiffConfig
 from models.osediff import osediff_sd21 as osediff_sd21_method
 from models.osediff import osediff_tiny as osediff_tiny_method
 from models.refusion import (
@@ -41,11 +41,20 @@ from pipelines.data import DataConfig
 from pipelines.optim import OptimConfig
 from pipelines.sources import FolderSource, PairedFolderSource
 
-# kind -> (config class, method class). A new method is one line here.
-METHODS: dict[str, tuple[type, type]] = {
+
+def _osediff(config: OSEDiffConfig) -> Any:
+    """models.osediff.OSEDiff, imported here: diffusers, peft and transformers take ~5 s to import, in every
+    process (each Ray worker) that would otherwise import them with this module."""
+    from models.osediff import OSEDiff
+
+    return OSEDiff(config)
+
+
+# kind -> (config class, method class or builder). A new method is one line here.
+METHODS: dict[str, tuple[type, Any]] = {
     "refusion": (RefusionConfig, Refusion),
     "latent_autoencoder": (LatentAutoencoderConfig, LatentAutoencoder),
-    "osediff": (OSEDiffConfig, OSEDiff),
+    "osediff": (OSEDiffConfig, _osediff),
     "diffir": (DiffIRConfig, DiffIR),
     "msgd": (MSGDConfig, MSGD),
 }

@@ -151,6 +151,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             if state.step % config.train.ckpt_every == 0 or last:
                 save_and_report(state, config, rank=rank, loop_config=loop_config, grid=grid,
                                 metrics={"step": state.step, "loss": logs["loss"]} | val_metrics)
+                if rank == 0:
+                    _test_only_hold(state.step)
     finally:
         batch_iter.close()  # stop the data stream while Ray is still up
 
@@ -299,6 +301,32 @@ def _test_only_crash(step: int, rank: int) -> None:
     if rank == int(crash_rank) and step == int(crash_step) and not os.path.exists(marker):
         Path(marker).touch()
         os._exit(1)
+
+
+def _test_only_hold(step: int) -> None:
+    """TEST ONLY: RESTORATION_TEST_HOLD="<step>:<n>:<marker file>" holds the n-th run (1-based, counted over all
+    processes) that checkpoints at that step: it creates the marker and waits, checkpoint written, until the test
+    deletes it. A test that kills, interrupts or disturbs a run while it is held acts on a known state, never on
+    a race between its polls and the run."""
+    spec = os.environ.get("RESTORATION_TEST_HOLD")
+    if spec is None:
+        return
+    hold_step, nth, marker = spec.split(":", 2)
+    if step != int(hold_step):
+        return
+    arrival = 1
+    while True:  # claim the next arrival number atomically: runs of one sweep share the marker's folder
+        try:
+            os.close(os.open(f"{marker}.arrival-{arrival}", os.O_CREAT | os.O_EXCL))
+            break
+        except FileExistsError:
+            arrival += 1
+    if arrival != int(nth):
+        return
+    Path(marker).touch()
+    logger.info("TEST ONLY: held at step %d until %s is removed", step, marker)
+    while os.path.exists(marker):
+        time.sleep(0.05)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ import tempfile
 from pathlib import Path
 
 from models.osediff.config import OSEDiffConfig
-from models.osediff.random_sd import write_random_sd
 
 TINY_SD_DIR = Path(tempfile.gettempdir()) / "osediff_tiny_sd_v2_seed0"
 
@@ -15,6 +14,8 @@ def tiny_sd_folder() -> Path:
     """A tiny random SD (seed 0) in diffusers layout, written once into the temp dir and then reused."""
     if not TINY_SD_DIR.is_dir():
         partial = Path(tempfile.mkdtemp(prefix=TINY_SD_DIR.name + ".", dir=TINY_SD_DIR.parent))
+        from models.osediff.random_sd import write_random_sd  # diffusers and transformers: only when writing
+
         write_random_sd(partial, "tiny", seed=0)
         try:
             partial.rename(TINY_SD_DIR)  # atomic: a reader never sees half a folder

@@ -182,8 +182,11 @@ def test_two_cpu_workers_learn_and_recover_from_a_killed_worker(local_ray, tmp_p
     assert run.info.status == "FINISHED"
     history = client.get_metric_history(run.info.run_id, "train/loss")
     steps = [m.step for m in history]
-    # Steps 16..20 ran twice: once before the crash, once after restoring the step-15 checkpoint.
-    assert sorted(set(steps)) == list(range(1, 31)) and steps.count(18) == 2
+    # Steps 16..20 ran twice: once before the crash, once after restoring the step-15 checkpoint; nothing lost.
+    assert sorted(set(steps)) == list(range(1, 31))
+    # Rank 0 logs steps 16-19 before rank 1 can finish step 20 (each all-reduce waits for both); step 20's own
+    # line may or may not precede the teardown.
+    assert [steps.count(s) for s in range(14, 20)] == [1, 1, 2, 2, 2, 2] and steps.count(21) == 1
     by_step = {m.step: m.value for m in history}
     first, last = [by_step[s] for s in range(1, 6)], [by_step[s] for s in range(26, 31)]
     assert sum(last) < 0.8 * sum(first)

@@ -2,10 +2,10 @@
 
 import signal
 import subprocess
-import time
 
 import pytest
 
+from tests.held_runs import hold_env, tail, wait_for
 from tests.tuning.conftest import ROOT, run_sweep, study_runs, sweep_command, sweep_env
 
 pytestmark = pytest.mark.slow
@@ -29,37 +29,36 @@ def test_two_trial_study_finishes_with_nested_mlflow_runs_and_a_report(two_trial
     assert "report/table.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
 
 
-def test_resume_after_interrupt_reruns_only_the_unfinished_trial(tmp_path):
-    # One trial at a time; interrupt (Ctrl-C) as soon as the first trial's run is FINISHED.
+def test_interrupted_sweep_resumes_the_unfinished_trial_from_its_checkpoint_and_keeps_the_finished_one(tmp_path):
+    # One trial at a time, checkpoints at steps 3 and 6: the second trial is held at its step-3 checkpoint (the
+    # first one has finished by then), and the sweep gets Ctrl-C there.
+    held, log_path = tmp_path / "held", tmp_path / "sweep.log"
     command = sweep_command(tmp_path, "--budget", "6", "--num-reports", "2", "--max-concurrent-trials", "1")
-    process = subprocess.Popen(command, cwd=ROOT, env=sweep_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and process.poll() is None:
-            if (tmp_path / "mlflow.db").exists() and _num_finished(tmp_path) >= 1:
-                break
-            time.sleep(1)
-        assert process.poll() is None, "the sweep ended before it could be interrupted"
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=120) is not None
-    finally:
-        if process.poll() is None:
-            process.kill()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=sweep_env() | hold_env(held, step=3, nth=2), stdout=log,
+                                   stderr=subprocess.STDOUT)
+        try:
+            wait_for(held.exists, proc=process, log=log_path)
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=120) is not None
+        finally:
+            if process.poll() is None:
+                process.kill()
     _, parent, children = study_runs(tmp_path)
-    first = children[0]
-    assert first.info.status == "FINISHED" and parent.info.status == "KILLED"
-    assert all(c.info.status == "KILLED" and c.data.tags["sweep.stopped_by"] == "interrupt" for c in children[1:])
+    first, second = children
+    assert first.info.status == "FINISHED" and parent.info.status == "KILLED", tail(log_path)
+    assert second.info.status == "KILLED" and second.data.tags["sweep.stopped_by"] == "interrupt"
 
-    run_sweep(tmp_path, "--resume")
+    result = run_sweep(tmp_path, "--resume")
+    assert "unfinished trials" not in result.stdout
     client, parent, children = study_runs(tmp_path)
     assert parent.info.status == "FINISHED"
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
     assert "sweep.stopped_by" not in children[1].data.tags
-    again = client.get_run(first.info.run_id)
-    assert again.info.end_time == first.info.end_time  # the finished trial was not rerun
-    steps = [m.step for m in client.get_metric_history(first.info.run_id, "train/loss")]
-    assert len(steps) == len(set(steps))
+    assert client.get_run(first.info.run_id).info.end_time == first.info.end_time  # the finished trial was not rerun
+    for child in children:  # every logged step once (log_every=2): the second trial went on from checkpoint 3
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
+        assert sorted(steps) == [2, 4, 6], steps
 
 
 def test_asha_stops_the_worse_trial_and_marks_its_run_killed(tmp_path):
@@ -73,11 +72,3 @@ def test_asha_stops_the_worse_trial_and_marks_its_run_killed(tmp_path):
     assert stopped.info.status == "KILLED" and stopped.data.tags["sweep.stopped_by"] == "asha"
     assert stopped.data.metrics.get("val/psnr") is not None  # it did report before ASHA stopped it
     assert parent.info.status == "FINISHED"
-
-
-def _num_finished(storage) -> int:
-    try:
-        _, _, children = study_runs(storage)
-    except Exception:  # the store or the parent run does not exist yet
-        return 0
-    return sum(c.info.status == "FINISHED" for c in children)

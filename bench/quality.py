@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from bench import quality_recipes as recipes
-from models.metrics import ImageMetrics
+from models.metrics import PROTOCOLS, ImageMetrics, Protocol
 from pipelines.batching import to_model
 from pipelines.data import build_val_set
 from pipelines.evaluate import evaluate, upsample_input
@@ -120,7 +120,7 @@ def run_bench(name: str, *, minutes: float | None = None, storage_path: str = "r
         previous = result.checkpoint[0]
     m = result.metrics
     hqs, lqs, _ = build_val_set(config.data, config.train.num_val_images)
-    baseline = classical_baseline(bench.baseline, hqs, lqs) if bench.baseline else None
+    baseline = classical_baseline(bench.baseline, hqs, lqs, protocol=PROTOCOLS[config.protocol]) if bench.baseline else None
     return QualityResult(name=name, lq_psnr=m["val/lq_psnr"], psnr=m["val/psnr"], lq_ssim=m["val/lq_ssim"],
                          ssim=m["val/ssim"], psnr_start=start["psnr"], baseline_psnr=baseline, num_images=len(hqs),
                          minutes=(time.perf_counter() - started) / 60, checkpoint=previous)
@@ -168,18 +168,18 @@ def score_at_step_0(config: RunConfig) -> dict[str, float]:
     torch.manual_seed(config.seed)
     net = method.build()
     val_set = build_val_set(config.data, config.train.num_val_images)
-    scores, _ = evaluate(method, net, val_set, ImageMetrics(device=torch.device("cpu")), device=torch.device("cpu"),
-                         seed=config.seed)
+    metrics = ImageMetrics(device=torch.device("cpu"), protocol=PROTOCOLS[config.protocol])
+    scores, _ = evaluate(method, net, val_set, metrics, device=torch.device("cpu"), seed=config.seed)
     return scores
 
 
 OSEDIFF_MINUTES = 2.3  # osediff_tiny_sr's default steps on the 2-core machine
 
 
-def classical_baseline(kind: str, hqs: list[np.ndarray], lqs: list[np.ndarray]) -> float:
+def classical_baseline(kind: str, hqs: list[np.ndarray], lqs: list[np.ndarray], *, protocol: Protocol) -> float:
     """Mean PSNR of a classical restorer on the validation pairs: OpenCV non-local means with h set to the
     noise level estimated from the lq itself (blind, as the model is), or bicubic upsampling."""
-    metrics = ImageMetrics(device=torch.device("cpu"))
+    metrics = ImageMetrics(device=torch.device("cpu"), protocol=protocol)
     scores = []
     for hq, lq in zip(hqs, lqs):
         hq_BCHW = to_model(torch.from_numpy(hq[None]))

@@ -1,17 +1,42 @@
-"""Validation: restore held-out lq images, score them and their input against hq (PSNR/SSIM/LPIPS), draw grids.
+"""Evaluation: `evaluate()` scores held-out images during training; the CLI scores a benchmark folder the way a
+paper's table does (named protocols, models/metrics.py), from restored files or through a checkpoint.
 
-The input's own score (`lq_*`: the lq upsampled bicubically to hq size) is logged beside the output's, so a
-model that makes images worse than its input is seen at once: `psnr_gain` = psnr - lq_psnr.
+    python pipelines/evaluate.py --restored DIR --gt DIR --protocol sr-y
+    python pipelines/evaluate.py --checkpoint CK --lq DIR --gt DIR [--save DIR] [--protocol NAME]
+
+The input's own score (`lq_*`: the lq upsampled bicubically to hq size) is logged beside the output's during
+training, so a model that makes images worse than its input is seen at once: `psnr_gain` = psnr - lq_psnr.
 """
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.method import RestorationMethod
-from models.metrics import ImageMetrics
-from pipelines.batching import to_image, to_model
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.method import RestorationMethod  # noqa: E402
+from models.metrics import (FULL_REFERENCE, LEARNED, NO_REFERENCE, PIXEL, PROTOCOLS, ImageMetrics, MissingWeights,  # noqa: E402
+                            PixelMetrics, Protocol, get_protocol, load_learned_metric, to_8bit_grid)
+from pipelines import tracking  # noqa: E402
+from pipelines.batching import to_image, to_model  # noqa: E402
+from pipelines.decode import DecodeError  # noqa: E402
+from pipelines.restore import list_inputs, load_checkpoint, read_image, restore_image, write_image  # noqa: E402
+from pipelines.sources import IMAGE_SUFFIXES  # noqa: E402
+
+logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -67,3 +92,215 @@ def upsample_input(lq_BCHW: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
 def _grid_rows(lq_up_BHWC: np.ndarray, out_BHWC: np.ndarray, hq_BHWC: np.ndarray) -> np.ndarray:
     """Stack [lq (upsampled to hq size) | out | hq] per image, images below each other."""
     return np.concatenate([np.concatenate(trio, axis=1) for trio in zip(lq_up_BHWC, out_BHWC, hq_BHWC)], axis=0)
+
+
+# --- the evaluation CLI ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    stem: str
+    gt: Path
+    restored: Path | None = None  # --restored mode
+    lq: Path | None = None  # --checkpoint mode
+
+
+@dataclass(slots=True)
+class Evaluation:
+    """Per-image scores, the set-level FID, and the metrics that could not run with why."""
+
+    protocol: Protocol
+    names: list[str]  # the requested metrics, in table order
+    rows: list[dict[str, float | str]] = field(default_factory=list)  # {"image": stem, metric: score, ...}
+    fid: float | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)  # metric -> "missing FILE"
+    skipped: list[str] = field(default_factory=list)  # "stem: why", counted and logged
+
+    def means(self) -> dict[str, float]:
+        scores = {n: float(np.mean([r[n] for r in self.rows])) for n in self.names if self.rows and n in self.rows[0]}
+        return scores | ({"fid": self.fid} if self.fid is not None else {})
+
+    def table(self) -> str:
+        means, lines = self.means(), ["| metric | mean | images |", "|---|---|---|"]
+        for name in self.names:
+            if name in means:
+                lines.append(f"| {name} | {means[name]:.4f} | {len(self.rows)} |")
+            else:
+                lines.append(f"| {name} | unavailable ({self.unavailable.get(name, 'not computed')}) | - |")
+        return "\n".join(lines)
+
+    def line(self) -> str:
+        means = self.means()
+        parts = [f"{n}={means[n]:.2f}" if n.startswith("psnr") else f"{n}={means[n]:.4f}" if n in means
+                 else f"{n}=unavailable" for n in self.names]
+        return f"mean of {len(self.rows)} images: {' '.join(parts)} (protocol {self.protocol.name})"
+
+
+def pair_folders(gt_dir: Path, *, restored_dir: Path | None = None, lq_dir: Path | None = None) -> tuple[list[Pair], list[str]]:
+    """Files matched by stem: (pairs in GT order, stems found on one side only)."""
+    other = restored_dir if restored_dir is not None else lq_dir
+    gts, others = _images_by_stem(gt_dir), _images_by_stem(other)
+    role = "restored" if restored_dir is not None else "lq"
+    pairs = [Pair(stem, gt, **{role: others[stem]}) for stem, gt in gts.items() if stem in others]
+    unmatched = [f"{s}: no {role} image" for s in gts if s not in others]
+    unmatched += [f"{s}: no GT image" for s in others if s not in gts]
+    return pairs, unmatched
+
+
+def _images_by_stem(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise SystemExit(f"error: {folder} is not a folder")
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+
+
+def score_pairs(pairs: list[Pair], protocol: Protocol, names: list[str], *, device: torch.device,
+                weights_dir: Path | None, restore=None, save_dir: Path | None = None) -> Evaluation:
+    """Score every pair (restoring its lq first when `restore` is given); FID over the two folders at the end."""
+    result = Evaluation(protocol=protocol, names=names)
+    pixel = PixelMetrics(protocol, device=device)
+    learned = {}
+    for name in (n for n in names if n in LEARNED):
+        try:
+            learned[name] = load_learned_metric(name, device=device, weights_dir=weights_dir)
+        except MissingWeights as err:
+            result.unavailable[name] = str(err)
+            logger.warning("%s is unavailable: %s (put it in --weights-dir)", name, err)
+    for pair in pairs:
+        try:
+            gt01 = to_8bit_grid(read_image(pair.gt).to(device))
+            if restore is not None:
+                out = restore(read_image(pair.lq).to(device), pair)
+                if save_dir is not None:
+                    write_image(save_dir / f"{pair.stem}.png", out)
+                out01 = to_8bit_grid(out)
+            else:
+                out01 = to_8bit_grid(read_image(pair.restored).to(device))
+        except DecodeError as err:
+            result.skipped.append(f"{pair.stem}: {err}")
+            logger.warning("skipped %s: %s", pair.stem, err)
+            continue
+        if out01.shape != gt01.shape:
+            result.skipped.append(f"{pair.stem}: output {tuple(out01.shape[-2:])} vs GT {tuple(gt01.shape[-2:])}")
+            logger.warning("skipped %s: %s", pair.stem, result.skipped[-1])
+            continue
+        row = {"image": pair.stem} | {k: v.item() for k, v in pixel.per_image(out01, gt01).items()}
+        for name, metric in learned.items():
+            if name in FULL_REFERENCE:
+                row[name] = metric(out01, gt01).item()
+            elif name in NO_REFERENCE:
+                row[name] = metric(out01).item()
+        result.rows.append(row)
+    if "fid" in learned:  # pyiqa's FID between the restored folder and the GT folder
+        restored_dir = save_dir if restore is not None else pairs[0].restored.parent
+        result.fid = float(learned["fid"](str(restored_dir), str(pairs[0].gt.parent)))
+    return result
+
+
+def write_outputs(result: Evaluation, out_dir: Path) -> None:
+    """table.md and per-image metrics.csv."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "table.md").write_text(result.table() + "\n")
+    columns = ["image"] + [n for n in result.names if result.rows and n in result.rows[0]]
+    with (out_dir / "metrics.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(result.rows)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python pipelines/evaluate.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--gt", required=True, type=Path, help="folder of ground-truth images (matched by file stem)")
+    p.add_argument("--restored", type=Path, help="folder of restored images to score")
+    p.add_argument("--checkpoint", type=Path, help="restore --lq with this checkpoint first (restore.py's code)")
+    p.add_argument("--lq", type=Path, help="folder of inputs, with --checkpoint")
+    p.add_argument("--save", type=Path, help="keep the restored images here (--checkpoint)")
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), help="default: the checkpoint's recipe, else sr-y")
+    p.add_argument("--crop-border", type=int, help="pixels dropped on each side (default: the protocol's)")
+    p.add_argument("--metrics", help="comma-separated, default: psnr, ssim and the protocol's learned metrics")
+    p.add_argument("--weights-dir", type=Path, help="a folder of weight files for the learned metrics")
+    p.add_argument("--out", type=Path, help="folder for table.md and metrics.csv (default runs/evaluations/NAME)")
+    p.add_argument("--storage-path", default="runs", help="the embedded MLflow store's folder")
+    p.add_argument("--mlflow-uri", help="an MLflow server instead of the embedded store")
+    p.add_argument("--experiment", default="evaluation")
+    p.add_argument("--sampler", choices=("sde", "posterior", "ode"), help="default: the checkpoint's")
+    p.add_argument("--steps", type=int, help="reverse steps (default: the checkpoint's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tile", type=int)
+    p.add_argument("--overlap", type=int, default=32)
+    p.add_argument("--max-memory-gb", type=float)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    unknown = sorted(set(args.metrics.split(",")) - set(PIXEL) - set(LEARNED)) if args.metrics else []
+    if unknown:
+        p.error(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(PIXEL + LEARNED)}")
+    if (args.restored is None) == (args.checkpoint is None):
+        p.error("give either --restored DIR, or --checkpoint CK with --lq DIR")
+    if args.checkpoint is not None and args.lq is None:
+        p.error("--checkpoint needs --lq DIR")
+    return args
+
+
+def main(argv: list[str] | None = None) -> Evaluation:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    config = restore = None
+    pairs, unmatched = pair_folders(args.gt, restored_dir=args.restored, lq_dir=args.lq)
+    if not pairs:
+        raise SystemExit(f"error: no image of {args.gt} has a match (by file stem) in {args.restored or args.lq}")
+    for line in unmatched:
+        logger.warning("not scored: %s", line)
+    if args.checkpoint is not None:
+        method, net, config = load_checkpoint(args.checkpoint, device=device)
+        # restore.py's seeds: --seed plus the image's index in the input folder
+        seeds = {path.stem: args.seed + i for i, path in enumerate(list_inputs(args.lq))}
+
+        def restore(lq_BCHW: torch.Tensor, pair: Pair) -> torch.Tensor:
+            return restore_image(method, net, lq_BCHW, scale=config.method.scale, seed=seeds[pair.stem],
+                                 sampler=args.sampler, steps=args.steps, tile=args.tile, overlap=args.overlap,
+                                 max_memory_gb=args.max_memory_gb, progress=False, key=pair.stem)
+    protocol = get_protocol(args.protocol or (config.protocol if config is not None else "sr-y"),
+                            crop_border=args.crop_border)
+    names = (args.metrics.split(",") if args.metrics else
+             ["psnr", "ssim", *(["psnr_y", "ssim_y"] if protocol.with_y else []), *protocol.learned])
+    if {"psnr_y", "ssim_y"} & set(names):
+        protocol = dataclasses.replace(protocol, with_y=True)
+    out_dir = args.out or Path(args.storage_path) / "evaluations" / f"{protocol.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with contextlib.ExitStack() as stack:
+        save_dir = args.save
+        if restore is not None and save_dir is None and "fid" in names:  # FID reads two folders
+            save_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="restored-")))
+        result = score_pairs(pairs, protocol, names, device=device, weights_dir=args.weights_dir, restore=restore,
+                             save_dir=save_dir)
+    result.skipped[:0] = unmatched
+    if not result.rows:
+        raise SystemExit(f"error: none of the {len(pairs)} matched images could be scored: {'; '.join(result.skipped[:3])}")
+    write_outputs(result, out_dir)
+    log_evaluation(result, args, out_dir)
+    print(result.table())
+    print(f"per image: {out_dir / 'metrics.csv'}"
+          + (f"; not scored: {len(result.skipped)} ({'; '.join(result.skipped[:3])})" if result.skipped else ""))
+    print(result.line(), flush=True)
+    return result
+
+
+def log_evaluation(result: Evaluation, args: argparse.Namespace, out_dir: Path) -> None:
+    """One MLflow run per evaluation: what was scored (checkpoint, folders, protocol), the means, both files."""
+    if args.mlflow_uri:
+        uri, artifact_root = args.mlflow_uri, None
+    else:
+        uri, artifact_root = tracking.embedded_store(args.storage_path)
+    data = {"gt": str(args.gt.resolve()), "restored": str(args.restored.resolve()) if args.restored else "",
+            "checkpoint": str(args.checkpoint.resolve()) if args.checkpoint else "",
+            "lq": str(args.lq.resolve()) if args.lq else ""}
+    config = {"protocol": result.protocol.name, "crop_border": result.protocol.crop_border,
+              "metrics": ",".join(result.names), "num_images": len(result.rows), **data}
+    target = tracking.start_run(uri=uri, experiment=args.experiment, artifact_root=artifact_root,
+                                run_name=f"{Path(data['checkpoint'] or data['restored']).name}-{result.protocol.name}",
+                                config=config, tags={f"eval.{k}": v for k, v in data.items() if v})
+    tracking.Tracker(target).log_metrics(result.means(), step=0)
+    tracking.log_artifacts(target, out_dir, "evaluation")
+    tracking.end_run(target, "FINISHED")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    main()

@@ -20,6 +20,7 @@ from models.msgd import MSGD, MSGDConfig
 from models.msgd import configs as msgd_configs
 from models.nets.latent_unet import DEHAZE_UNET, LatentUNet
 from models.nets.nafnet import REFUSION_NAFNET
+from models.metrics import PROTOCOLS
 from models.osediff import OSEDiffConfig
 from models.osediff import osediff_sd21 as osediff_sd21_method
 from models.osediff import osediff_tiny as osediff_tiny_method
@@ -123,6 +124,7 @@ class RunConfig:
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
     seed: int = 0
     storage_path: str = "runs"  # local folder or pyarrow URI (s3://...); must be shared on multi-node clusters
+    protocol: str = "rgb"  # how validation and evaluate.py score it: a models.metrics.PROTOCOLS name
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -131,6 +133,8 @@ class RunConfig:
             raise ValueError(f"data.scale ({self.data.scale}) must equal method.scale ({self.method.scale})")
         if self.data.seed != self.seed:  # one seed per run; `--set seed=N` sets both
             raise ValueError(f"data.seed ({self.data.seed}) must equal seed ({self.seed})")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, got {self.protocol!r}")
         if self.train.num_val_images > 0 and not self.data.has_validation:
             raise ValueError(f"train.num_val_images={self.train.num_val_images} needs held-out images: set "
                              "data.val_images >= 1 or data.val_source (or train.num_val_images=0)")
@@ -228,9 +232,11 @@ def demo() -> RunConfig:
 
 
 def _paper(name: str, method: MethodConfig, data: DataConfig, optim: OptimConfig, *, num_steps: int,
-           batch_size: int) -> RunConfig:
+           batch_size: int, protocol: str = "rgb") -> RunConfig:
+    """A paper recipe; `protocol` is how its paper's table scores it (models.metrics.PROTOCOLS)."""
     return RunConfig(
         name=name,
+        protocol=protocol,
         method=method,
         data=dataclasses.replace(data, val_images=8),  # held out of the training folder; or give data.val_source
         optim=optim,
@@ -317,7 +323,7 @@ OSEDIFF_DATA = DataConfig(source=FolderSource(paths=("data/LSDIR", "data/FFHQ10k
 def osediff_sd21() -> RunConfig:
     """OSEDiff on SD 2.1-base (--set method.sd_path=/path/to/sd21), Real-ESRGAN x4 degradations, 512^2."""
     return RunConfig(
-        name="osediff_sd21", method=osediff_sd21_method(), data=OSEDIFF_DATA, optim=OSEDIFF_OPTIM,
+        name="osediff_sd21", method=osediff_sd21_method(), data=OSEDIFF_DATA, optim=OSEDIFF_OPTIM, protocol="sr-y",
         train=TrainConfig(num_steps=14_000, batch_size=4, ema=False, grad_clip=1.0, val_every=500, ckpt_every=500),
         scaling=ScalingSettings(num_workers=4, use_gpu=True, cpus_per_worker=2),
     )
@@ -326,7 +332,7 @@ def osediff_sd21() -> RunConfig:
 def osediff_tiny() -> RunConfig:
     """OSEDiff with a tiny random SD written locally once; a CPU check of the whole method."""
     return RunConfig(
-        name="osediff_tiny", method=osediff_tiny_method(),
+        name="osediff_tiny", method=osediff_tiny_method(), protocol="sr-y",
         data=DataConfig(patch_size=32, crop_margin=16, num_cpu_workers=1), optim=OSEDIFF_OPTIM,
         train=TrainConfig(num_steps=4, batch_size=1, ema=False, grad_clip=1.0, val_every=4, ckpt_every=4),
     )
@@ -355,7 +361,7 @@ def diffir_sr4x_s1() -> RunConfig:
     data = DataConfig(source=FolderSource(paths=("data/DF2K/train_HR",)), degradation=RealESRGANConfig(usm_gt=False),
                       patch_size=256, num_cpu_workers=6)  # DiffIR trains without the USM-sharpened GT (gt_usm: False)
     return _diffir(_paper("diffir_sr4x_s1", diffir_configs.sr4x(stage=1), data, ADAM_DIFFIR, num_steps=1_000_000,
-                          batch_size=9), validate=False)
+                          batch_size=9, protocol="sr-y"), validate=False)
 
 
 def diffir_sr4x_s2(init_from: str = "runs/diffir_sr4x_s1/checkpoint_01000000") -> RunConfig:
@@ -368,13 +374,14 @@ def diffir_sr4x_s2(init_from: str = "runs/diffir_sr4x_s1/checkpoint_01000000") -
 def diffir_deblur_s1() -> RunConfig:
     optim = OptimConfig(name="adam", lr=2e-4, betas=(0.9, 0.999), scheduler="cosine", eta_min=1e-6)
     return _diffir(_paper("diffir_deblur_s1", diffir_configs.deblur(stage=1), _paired("gopro", patch_size=256), optim,
-                          num_steps=300_000, batch_size=4), validate=False)
+                          num_steps=300_000, batch_size=4, protocol="gopro"), validate=False)
 
 
 def diffir_deblur_s2(init_from: str = "runs/diffir_deblur_s1/checkpoint_00300000") -> RunConfig:
     optim = _diffir_two_phase(decay_every=80_000)
     return _diffir(_paper("diffir_deblur_s2", diffir_configs.deblur(stage=2, init_from=init_from),
-                          _paired("gopro", patch_size=256), optim, num_steps=400_000, batch_size=4), validate=True)
+                          _paired("gopro", patch_size=256), optim, num_steps=400_000, batch_size=4, protocol="gopro"),
+                   validate=True)
 
 
 def diffir_debug() -> RunConfig:
@@ -387,7 +394,7 @@ def msgd_deblurring() -> RunConfig:
     """MSGD on GoPro pairs; the optimiser values are UNVERIFIED (no official code), see models/msgd."""
     optim = OptimConfig(name="adamw", lr=1e-4, weight_decay=1e-4, scheduler="constant")
     return _paper("msgd_deblurring", msgd_configs.deblur(), _paired("gopro", patch_size=128), optim,
-                  num_steps=1_000_000, batch_size=8)
+                  num_steps=1_000_000, batch_size=8, protocol="gopro")
 
 
 def msgd_debug() -> RunConfig:

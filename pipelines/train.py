@@ -28,7 +28,7 @@ import ray.train.torch
 import torch
 from torch import nn
 
-from models.metrics import ImageMetrics
+from models.metrics import PROTOCOLS, ImageMetrics
 from pipelines.batching import to_model
 from pipelines.checkpoints import (
     VALIDATION_IMAGE,
@@ -85,7 +85,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     tracker = Tracker(TrackingTarget(**loop_config["tracking"])) if rank == 0 else None
     validate = rank == 0 and config.train.num_val_images > 0
     if validate:
-        metrics = ImageMetrics(device=device)  # built once per worker: LPIPS loads weights
+        metrics = ImageMetrics(device=device, protocol=PROTOCOLS[config.protocol])  # once per worker: LPIPS loads weights
         val_set = build_val_set(config.data, num_images=config.train.num_val_images)
     # Image keys by sample id, for a method that looks prompts up by key (OSEDiff with a prompt file).
     keys_by_id = ({s.sample_id: s.key for s in train_manifest(config.data).samples}
@@ -272,9 +272,13 @@ def encode_png(rgb_HWC: np.ndarray) -> bytes:
 
 
 def format_scores(scores: dict[str, float]) -> str:
-    """'input psnr 23.71 ssim 0.612 lpips 0.016 -> output psnr 25.90 ssim 0.700 lpips 0.012 (gain +2.19 dB)'."""
+    """'input psnr 23.71 ssim 0.612 lpips 0.016 -> output psnr 25.90 ssim 0.700 lpips 0.012 (gain +2.19 dB)'; LPIPS
+    with the random test backbone is shown as lpips_random."""
+    lpips = "lpips" if "lpips" in scores else "lpips_random"
+
     def trio(prefix: str) -> str:
-        return f"psnr {scores[prefix + 'psnr']:.2f} ssim {scores[prefix + 'ssim']:.3f} lpips {scores[prefix + 'lpips']:.3f}"
+        return (f"psnr {scores[prefix + 'psnr']:.2f} ssim {scores[prefix + 'ssim']:.3f} "
+                f"{lpips} {scores[prefix + lpips]:.3f}")
     return f"input {trio('lq_')} -> output {trio('')} (gain {scores['psnr_gain']:+.2f} dB)"
 
 

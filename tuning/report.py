@@ -26,7 +26,9 @@ from mlflow.tracking import MlflowClient
 logger = logging.getLogger(__name__)
 
 # Metric key in MLflow -> (column name, better is higher). Validation runs on rank 0 with the EMA net.
-VAL_METRICS = {"val/psnr": ("psnr", True), "val/ssim": ("ssim", True), "val/lpips": ("lpips", False)}
+# LPIPS with the random test backbone (no AlexNet weights) is logged as val/lpips_random, never as val/lpips.
+VAL_METRICS = {"val/psnr": ("psnr", True), "val/ssim": ("ssim", True), "val/lpips": ("lpips", False),
+               "val/lpips_random": ("lpips_random", False)}
 # The held-out input's own scores (bicubic-upsampled lq), the baseline every trial must beat.
 INPUT_METRICS = {"val/lq_psnr": "input_psnr", "val/lq_ssim": "input_ssim"}
 LOSS_METRIC = "train/loss"
@@ -69,6 +71,11 @@ def load_trials(client: MlflowClient, *, experiment_id: str, parent_run_id: str)
     return sorted(trials, key=lambda t: _setting_order(t.setting))
 
 
+def logged_metrics(trials: list[TrialCurves]) -> dict[str, tuple[str, bool]]:
+    """The VAL_METRICS that some trial logged (psnr and ssim always: their columns stay even when empty)."""
+    return {k: v for k, v in VAL_METRICS.items() if k in ("val/psnr", "val/ssim") or any(t.curves.get(k) for t in trials)}
+
+
 def table_rows(trials: list[TrialCurves]) -> list[dict[str, str]]:
     """One row per trial: setting, status (with who stopped it), steps reached, the held-out input's scores, the
     best validation scores and the PSNR gain of the best over the input."""
@@ -80,7 +87,7 @@ def table_rows(trials: list[TrialCurves]) -> list[dict[str, str]]:
         for key, column in INPUT_METRICS.items():
             points = trial.curves.get(key, [])
             row[column] = f"{points[-1][1]:.4f}" if points else ""
-        for key, (column, higher) in VAL_METRICS.items():
+        for key, (column, higher) in logged_metrics(trials).items():
             best = trial.best(key)
             row[f"best_{column}"] = "" if best is None else f"{best:.4f}"
         gain = (trial.best("val/psnr") - trial.curves["val/lq_psnr"][-1][1]
@@ -106,9 +113,10 @@ def write_table(rows: list[dict[str, str]], out_dir: Path, *, title: str) -> tup
 
 def plot_metric_vs_setting(trials: list[TrialCurves], path: Path, *, xlabel: str) -> Path:
     """Best PSNR / SSIM / LPIPS of each setting (one panel per metric)."""
-    fig, axes = plt.subplots(1, len(VAL_METRICS), figsize=(4.2 * len(VAL_METRICS), 3.4))
+    metrics = logged_metrics(trials)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
     labels = [t.setting for t in trials]
-    for ax, (key, (column, higher)) in zip(axes, VAL_METRICS.items()):
+    for ax, (key, (column, higher)) in zip(axes[0], metrics.items()):
         values = [t.best(key) for t in trials]
         xs = [i for i, v in enumerate(values) if v is not None]
         ax.plot(xs, [values[i] for i in xs], "o-")

@@ -146,3 +146,12 @@ def test_diffir_stage2_lr_follows_the_official_two_phase_formula():
         assert optim.phase_steps == config.method.prior_only_steps == 100_000
         lr = {it: optim.lr * two_phase_factor(it, optim) for it in (0, 59_999, 60_000, 100_000, 100_000 + decay)}
         assert lr == pytest.approx({0: 2e-4, 59_999: 2e-4, 60_000: 2e-5, 100_000: 2e-4, 100_000 + decay: 1e-4})
+
+
+def test_each_paper_recipe_names_the_protocol_of_its_papers_table():
+    expected = {"osediff_sd21": "sr-y", "osediff_tiny": "sr-y", "diffir_sr4x_s1": "sr-y", "diffir_sr4x_s2": "sr-y",
+                "diffir_deblur_s1": "gopro", "diffir_deblur_s2": "gopro", "msgd_deblurring": "gopro"}
+    for name, recipe in RECIPES.items():
+        assert recipe().protocol == expected.get(name, "rgb"), name  # Refusion / IR-SDE and the CPU recipes: rgb
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        dataclasses.replace(RECIPES["debug"](), protocol="y")

@@ -49,6 +49,7 @@ def test_report_writes_best_scores_per_setting_and_plots(tmp_path):
     assert [r["setting"] for r in rows] == ["10", "70"]
     assert rows[0]["best_psnr"] == "24.0000" and rows[1]["best_psnr"] == "21.0000"
     assert rows[0]["best_lpips"] == f"{1 / 24:.4f}"  # LPIPS: lower is better
+    assert "best_lpips_random" not in rows[0]  # a column only for a metric some trial logged
     assert rows[1]["status"] == "KILLED (asha)" and rows[1]["steps"] == "30"
     markdown = (out / "table.md").read_text()
     assert "| 10 | noise-10 | FINISHED | 30 | 22.5000 | 0.6000 | 24.0000 |" in markdown

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from ray._private.authentication_test_utils import reset_auth_token_state
 from ray.cluster_utils import Cluster
 
 from pipelines.checkpoints import STATE_FILE, checkpoint_name
@@ -112,9 +113,10 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
 
 @pytest.mark.slow
 def test_killed_data_node_does_not_stop_the_run(tmp_path, monkeypatch):
-    # Token auth on both sides, as on a real cluster: an earlier in-process ray.init() leaves RAY_AUTH_MODE=token
-    # in this process's environment, so the cluster below would otherwise disagree with the driver's.
+    # Token auth on both sides, as on a real cluster. This process's Ray config read RAY_AUTH_MODE when it was
+    # first initialised (by an earlier in-process ray.init(), or at import when this test runs alone): reload it.
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    reset_auth_token_state()
     # The cluster's raylets start the Train worker with this process's environment, not the driver's.
     held, log_path = tmp_path / "held", tmp_path / "driver.log"
     monkeypatch.setenv("RESTORATION_TEST_HOLD", hold_env(held, step=CKPT_EVERY)["RESTORATION_TEST_HOLD"])

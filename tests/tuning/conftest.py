@@ -48,7 +48,9 @@ def study_runs(storage: Path) -> tuple[MlflowClient, object, list]:
 
 @pytest.fixture(scope="session")
 def two_trial_study(tmp_path_factory) -> Path:
-    """Storage folder of a finished 2-trial sweep (both trials at once), report included."""
+    """Storage folder of a finished 2-trial ASHA sweep, report included: one trial at a time in grid order, so at
+    the first rung sigma 70's loss (about 7x sigma 10's) is below ASHA's cutoff and that trial is stopped there."""
     storage = tmp_path_factory.mktemp("sweep")
-    run_sweep(storage, "--budget", "6", "--num-reports", "2", "--max-concurrent-trials", "2")
+    run_sweep(storage, "--budget", "6", "--num-reports", "3", "--max-concurrent-trials", "1", "--asha",
+              "--metric", "loss", "--mode", "min")
     return storage

@@ -62,10 +62,12 @@ def train_trial(values: dict[str, Any], *, context: SweepContext) -> None:
     run = run_uri(context.train_storage, config.name)
     # After Tuner.restore an unfinished trial restarts here; it continues from its own latest checkpoint.
     resume = find_latest_checkpoint(context.train_storage, config.name)
-    target = open_trial_run(context, config, values, trial_id=trial_id, run=run)
     if resume is not None and resume[1] >= config.train.num_steps:
-        tracking.end_run(target, "FINISHED")
+        # Trained to the end before an interrupt (Tune may not have recorded it): nothing to run, and a run that
+        # is already FINISHED is left exactly as it was.
+        close_finished_trial_run(context, trial_id)
         return
+    target = open_trial_run(context, config, values, trial_id=trial_id, run=run)
     trainer = build_trainer(config, target=target, resume=resume, storage_path=context.train_storage, run=run)
     # Forwards rank 0's ray.train.report metrics to Tune (ASHA needs them). TODO: a `callbacks=` argument of
     # pipelines.launch.build_trainer would avoid replacing the run config after construction.
@@ -99,6 +101,17 @@ def open_trial_run(context: SweepContext, config: RunConfig, values: dict[str, A
     return tracking.start_run(uri=context.tracking_uri, experiment=experiment, artifact_root=None,
                               run_name=f"{context.study}-{setting_label(values)}", config=config.to_dict(),
                               tags=tags)
+
+
+def close_finished_trial_run(context: SweepContext, trial_id: str) -> None:
+    """Mark the run of a trial whose last checkpoint reached the budget FINISHED, unless it already is."""
+    client = MlflowClient(context.tracking_uri)
+    found = find_trial_run(client, context, trial_id)
+    if found is None or client.get_run(found).info.status == "FINISHED":
+        return
+    if STOPPED_BY_TAG in client.get_run(found).data.tags:
+        client.delete_tag(found, STOPPED_BY_TAG)
+    client.set_terminated(found, status="FINISHED")
 
 
 def find_trial_run(client: MlflowClient, context: SweepContext, trial_id: str) -> str | None:

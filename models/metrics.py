@@ -165,18 +165,19 @@ def local_weights_only(weights_dir: Path | None) -> Iterator[None]:
 
     Files already in the local caches (torch hub, pyiqa's, CLIP's) load as usual; nothing reaches the network.
     """
-    def serve(url: str, dst: str, *args, **kwargs) -> None:
+    def local_file(url: str) -> Path:
         name = os.path.basename(urllib.parse.urlparse(url).path)
         if weights_dir is None or not (Path(weights_dir) / name).is_file():
             raise MissingWeights(name)
+        return Path(weights_dir) / name
+
+    def serve(url: str, dst: str, *args, **kwargs) -> None:
+        source = local_file(url)
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(weights_dir) / name, dst)
+        shutil.copyfile(source, dst)
 
     def urlopen(url, *args, **kwargs):  # CLIP's loader streams from urlopen: give it the local file
-        name = os.path.basename(urllib.parse.urlparse(getattr(url, "full_url", url)).path)
-        if weights_dir is None or not (Path(weights_dir) / name).is_file():
-            raise MissingWeights(name)
-        return _LocalResponse(Path(weights_dir) / name)
+        return _LocalResponse(local_file(getattr(url, "full_url", url)))
 
     import huggingface_hub.constants
     import pyiqa.utils.download_util

@@ -34,7 +34,6 @@ from pipelines import tracking  # noqa: E402
 from pipelines.batching import to_image, to_model  # noqa: E402
 from pipelines.decode import DecodeError  # noqa: E402
 from pipelines.restore import list_inputs, load_checkpoint, read_image, restore_image, write_image  # noqa: E402
-from pipelines.sources import IMAGE_SUFFIXES  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +148,7 @@ def pair_folders(gt_dir: Path, *, restored_dir: Path | None = None, lq_dir: Path
 def _images_by_stem(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise SystemExit(f"error: {folder} is not a folder")
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    return {p.stem: p for p in list_inputs(folder)}
 
 
 def score_pairs(pairs: list[Pair], protocol: Protocol, names: list[str], *, device: torch.device,

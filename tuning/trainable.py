@@ -65,7 +65,7 @@ def train_trial(values: dict[str, Any], *, context: SweepContext) -> None:
     if resume is not None and resume[1] >= config.train.num_steps:
         # Trained to the end before an interrupt (Tune may not have recorded it): nothing to run, and a run that
         # is already FINISHED is left exactly as it was.
-        close_finished_trial_run(context, trial_id)
+        close_trial_run(context, trial_id, "FINISHED", stopped_by=None)
         return
     target = open_trial_run(context, config, values, trial_id=trial_id, run=run)
     trainer = build_trainer(config, target=target, resume=resume, storage_path=context.train_storage, run=run)
@@ -103,17 +103,6 @@ def open_trial_run(context: SweepContext, config: RunConfig, values: dict[str, A
                               tags=tags)
 
 
-def close_finished_trial_run(context: SweepContext, trial_id: str) -> None:
-    """Mark the run of a trial whose last checkpoint reached the budget FINISHED, unless it already is."""
-    client = MlflowClient(context.tracking_uri)
-    found = find_trial_run(client, context, trial_id)
-    if found is None or client.get_run(found).info.status == "FINISHED":
-        return
-    if STOPPED_BY_TAG in client.get_run(found).data.tags:
-        client.delete_tag(found, STOPPED_BY_TAG)
-    client.set_terminated(found, status="FINISHED")
-
-
 def find_trial_run(client: MlflowClient, context: SweepContext, trial_id: str) -> str | None:
     runs = client.search_runs(
         [context.experiment_id],
@@ -142,20 +131,29 @@ class CloseTrialRuns(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         num_steps = self.context.base["train"]["num_steps"]
         reached = (trial.last_result or {}).get("step", 0) >= num_steps
-        self._close(trial.trial_id, "FINISHED" if reached else "KILLED", stopped_by=None if reached else "asha")
+        close_trial_run(self.context, trial.trial_id, "FINISHED" if reached else "KILLED",
+                        stopped_by=None if reached else "asha")
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._close(trial.trial_id, "FAILED", stopped_by=None)
+        close_trial_run(self.context, trial.trial_id, "FAILED", stopped_by=None)
 
-    def _close(self, trial_id: str, status: str, *, stopped_by: str | None) -> None:
-        client = MlflowClient(self.context.tracking_uri)
-        run_id = find_trial_run(client, self.context, trial_id)
-        if run_id is None or client.get_run(run_id).info.status == "FINISHED":
-            return
-        if stopped_by is not None:
-            client.set_tag(run_id, STOPPED_BY_TAG, stopped_by)
-        client.set_terminated(run_id, status=status)
-        logger.info("trial %s: MLflow run %s marked %s", trial_id, run_id, status)
+
+def close_trial_run(context: SweepContext, trial_id: str, status: str, *, stopped_by: str | None) -> None:
+    """Mark the trial's run `status` (tagged `stopped_by` when given) unless it is already FINISHED; a run that
+    ends FINISHED drops a stale stopped_by tag (an interrupt that came after its last checkpoint)."""
+    client = MlflowClient(context.tracking_uri)
+    run_id = find_trial_run(client, context, trial_id)
+    if run_id is None:
+        return
+    run = client.get_run(run_id)
+    if run.info.status == "FINISHED":
+        return
+    if stopped_by is not None:
+        client.set_tag(run_id, STOPPED_BY_TAG, stopped_by)
+    elif status == "FINISHED" and STOPPED_BY_TAG in run.data.tags:
+        client.delete_tag(run_id, STOPPED_BY_TAG)
+    client.set_terminated(run_id, status=status)
+    logger.info("trial %s: MLflow run %s marked %s", trial_id, run_id, status)
 
 
 def close_interrupted_runs(context: SweepContext) -> int:

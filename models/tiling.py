@@ -118,3 +118,19 @@ def measure_bytes_per_pixel(fn: TileFn, probe_BCHW: torch.Tensor, *, margin: flo
     with PeakTensorMemory() as tracker:
         fn(probe_BCHW)
     return margin * tracker.peak / (probe_BCHW.shape[-2] * probe_BCHW.shape[-1])
+
+
+def pad_to_multiple(x_BCHW: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad bottom/right by reflection until H and W are multiples of `multiple`; crop back after the net.
+
+    F.pad's reflection needs the pad to be smaller than the side, so an image smaller than the padding (a
+    10x10 input to a net with stride 16) is reflected several times over; a side of 1 is replicated.
+    """
+    while True:
+        H, W = x_BCHW.shape[-2:]
+        pad_h, pad_w = -H % multiple, -W % multiple
+        if not pad_h and not pad_w:
+            return x_BCHW
+        if min(H, W) == 1:
+            return torch.nn.functional.pad(x_BCHW, (0, pad_w, 0, pad_h), mode="replicate")
+        x_BCHW = torch.nn.functional.pad(x_BCHW, (0, min(pad_w, W - 1), 0, min(pad_h, H - 1)), mode="reflect")

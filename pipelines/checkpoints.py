@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be loaded, or a run with no loadable checkpoint."""
 
+    user_error = True  # a CLI reports it in one line (pipelines/cli.py)
+
 
 def checkpoint_name(step: int) -> str:
     """Directory name of the checkpoint taken after `step` optimiser steps."""
@@ -58,6 +60,20 @@ def load_state(directory: str | Path, *, map_location: str | torch.device = "cpu
 def read_config(directory: str | Path) -> dict:
     """The run config saved beside the weights, as a plain dict (use RunConfig.from_dict)."""
     return json.loads((Path(directory) / CONFIG_FILE).read_text())
+
+
+def resolve_checkpoint_dir(path: str | Path) -> Path:
+    """A checkpoint folder (state.pt + config.json) as given, or a run folder's newest complete checkpoint."""
+    path = Path(path).expanduser()
+    if (path / CONFIG_FILE).is_file() and (path / STATE_FILE).is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist" if not path.exists() else f"{path} is not a folder")
+    found = list_checkpoints(str(path.resolve().parent), path.resolve().name)
+    if not found:
+        raise FileNotFoundError(f"{path} is neither a checkpoint ({STATE_FILE} + {CONFIG_FILE}) nor a run folder "
+                                f"with checkpoint_* folders inside")
+    return Path(found[0][0])
 
 
 def run_uri(storage_path: str, name: str) -> str:

@@ -7,6 +7,7 @@ Unknown or missing keys raise ValueError naming the dotted key.
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union
@@ -133,10 +134,24 @@ def _is_config_union(hint: Any) -> bool:
 
 
 def _check_scalar(hint: Any, value: Any, path: str) -> Any:
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if hint is float:
+        value = _as_float(value, path)
     if hint in (int, float, str, bool) and (type(value) is not hint):
         raise ValueError(f"{path}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def _as_float(value: Any, path: str) -> Any:
+    """An int or a numeric string (YAML 1.1 reads `1e-4` as one) as a float; NaN and infinities are refused."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    elif isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"{path}: expected float, got {value!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path}: must be a finite number, got {value!r}")
     return value
 
 

@@ -27,6 +27,7 @@ from degradations import (
 )
 from degradations.crop import ImageTooSmall, augment_pair, pad_to_crop, paired_crop, random_crop
 from degradations.sharpen import usm_sharpen
+from pipelines.cli import UserError, describe
 from pipelines.decode import DecodeCache, DecodeError, decode_image
 from pipelines.samples import SampleImages
 from pipelines.sources import (
@@ -48,6 +49,10 @@ VAL_SEED = 0  # validation pairs do not depend on the run's seed, so runs with d
 
 class PairSizeMismatch(Exception):
     """A paired LQ image whose size is not the GT size // scale."""
+
+
+class DataError(UserError):
+    """The data cannot feed a run: a missing folder, no images, an unreadable schema, or no sample that decodes."""
 
 
 # Why a sample is skipped; each is counted under its class name (ImageTooLarge is a DecodeError).
@@ -164,14 +169,17 @@ def locate(index: np.ndarray, *, num_images: int, seed: int) -> tuple[np.ndarray
 
 
 def make_pair(
-    sample: Sample, *, epoch: int, config: DataConfig, cache: DecodeCache | None = None
+    sample: Sample, *, epoch: int, config: DataConfig, cache: DecodeCache | None = None, stand_in_for: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """One training pair from (seed, epoch, sample_id) alone: hq PxPx3 and lq (P/s)x(P/s)x3, uint8.
 
+    stand_in_for: the stream position whose own sample was skipped; the pair then gets draws of its own
+    (five words, so never a sample's own key), not a copy of this sample's pair in the same epoch.
     Raises DecodeError (ImageTooLarge included), ImageTooSmall (small="skip") or PairSizeMismatch for
     a sample that must be skipped.
     """
-    rng = np.random.default_rng([config.seed, epoch, sample.sample_id])
+    key = [config.seed, epoch, sample.sample_id] + ([] if stand_in_for is None else [stand_in_for, 3])
+    rng = np.random.default_rng(key)
     hq, lq = _load(sample, config, cache)
     if lq is None:
         hq, lq = _synthesise(hq, config, rng, crop=random_crop)
@@ -233,6 +241,7 @@ class PairMaker:
         self.config, self.samples, self.start_index = config, manifest.samples, start_index
         self.num_skipped: collections.Counter[str] = collections.Counter()
         self.warned: set[int] = set()
+        self.bad: set[int] = set()  # sample ids known to be skipped (a skip depends on the file alone)
         self.cache = DecodeCache(config.decode_cache_mb * 2**20)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -240,17 +249,34 @@ class PairMaker:
         epoch, sample_id = locate(index, num_images=len(self.samples), seed=self.config.seed)
         rows = collections.defaultdict(list)
         for i, e, s in zip(index, epoch, sample_id):
-            pair = make_pair_or_skip(self.samples[s], epoch=int(e), config=self.config, counter=self.num_skipped,
-                                     warned=self.warned, cache=self.cache)
-            if pair is not None:
-                for key, value in zip(("hq", "lq", "sample_id", "epoch", "index"), (*pair, s, e, i)):
-                    rows[key].append(value)
+            hq, lq, used = self.pair_at(int(i), epoch=int(e), sample_id=int(s))
+            for key, value in zip(("hq", "lq", "sample_id", "epoch", "index"), (hq, lq, used, e, i)):
+                rows[key].append(value)
         p, q = self.config.patch_size, self.config.patch_size // self.config.scale
         empty = {"hq": np.zeros((0, p, p, 3), np.uint8), "lq": np.zeros((0, q, q, 3), np.uint8)}
         return {
             key: np.stack(rows[key]) if rows[key] else empty.get(key, np.zeros(0, np.int64))
             for key in ("hq", "lq", "sample_id", "epoch", "index")
         }
+
+
+    def pair_at(self, index: int, *, epoch: int, sample_id: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """(hq, lq, sample id used) for a stream position: a skipped sample's place is taken by the next usable
+        sample of the epoch's order, so every position yields a row and the stream never runs dry."""
+        num_images = len(self.samples)
+        order = epoch_order(self.config.seed, epoch, num_images)
+        position = index % num_images
+        for attempt in range(num_images):
+            candidate = sample_id if attempt == 0 else int(order[(position + attempt) % num_images])
+            if candidate in self.bad:
+                continue
+            pair = make_pair_or_skip(self.samples[candidate], epoch=epoch, config=self.config,
+                                     counter=self.num_skipped, warned=self.warned, cache=self.cache,
+                                     stand_in_for=None if attempt == 0 else index)
+            if pair is not None:
+                return (*pair, candidate)
+            self.bad.add(candidate)
+        raise DataError(f"none of the {num_images} training images can be used: skipped {dict(self.num_skipped)}")
 
 
 def make_pair_or_skip(
@@ -261,10 +287,11 @@ def make_pair_or_skip(
     counter: collections.Counter,
     warned: set[int],
     cache: DecodeCache | None = None,
+    stand_in_for: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """make_pair, or None for a bad sample: counted in `counter` by reason, warned about once per sample."""
     try:
-        return make_pair(sample, epoch=epoch, config=config, cache=cache)
+        return make_pair(sample, epoch=epoch, config=config, cache=cache, stand_in_for=stand_in_for)
     except SKIPPED as e:
         counter[type(e).__name__] += 1
         if sample.sample_id not in warned:
@@ -279,8 +306,8 @@ def make_pair_or_skip(
 def build_train_dataset(config: DataConfig, *, num_samples: int, start_index: int = 0) -> ray.data.Dataset:
     """Rows {"hq": uint8 PxPx3, "lq": uint8 (P/s)x(P/s)x3, "sample_id", "epoch", "index": int64}.
 
-    Stream positions start_index .. start_index + num_samples - 1; bad samples leave gaps (no row).
-    Order is preserved, so consumers see the same rows in the same order with any worker count. Only the
+    Stream positions start_index .. start_index + num_samples - 1, one row each: a bad sample's place is
+    taken by the next usable one of its epoch (`PairMaker.pair_at`). Order is preserved, so consumers see the same rows in the same order with any worker count. Only the
     training manifest reaches the actors: no held-out image is ever read here.
     """
     manifest = train_manifest(config)
@@ -295,6 +322,39 @@ def build_train_dataset(config: DataConfig, *, num_samples: int, start_index: in
     )
     ds.context.execution_options = execution_options(config)
     return ds
+
+
+def check_data(config: DataConfig) -> None:
+    """Raise DataError unless the sources list and at least one training (and validation) sample makes a pair.
+
+    Run on the driver before Ray starts: a missing folder, a folder of broken files or a bad Parquet schema is
+    one line, and no run is created for it.
+    """
+    try:
+        train = train_manifest(config)
+        val = val_manifest(config) if config.has_validation else None
+    except (OSError, ValueError, KeyError) as error:  # pyarrow's errors are OSError/ValueError/KeyError subclasses
+        raise DataError(f"data: {describe(error)}") from error
+    _first_usable(train, config, what="training", make=lambda sample: make_pair(sample, epoch=0, config=config))
+    if val is not None:
+        val_config = (config if config.val_patch_size is None
+                      else dataclasses.replace(config, patch_size=config.val_patch_size))
+        _first_usable(val, config, what="validation", make=lambda sample: _val_pair(sample, val_config))
+
+
+def _first_usable(manifest: Manifest, config: DataConfig, *, what: str, make: Callable[[Sample], object]) -> None:
+    counter: collections.Counter[str] = collections.Counter()
+    last = "no images"
+    for sample in manifest.samples:
+        try:
+            make(sample)
+            return
+        except SKIPPED as error:
+            counter[type(error).__name__] += 1
+            last = f"{sample.name}: {error}"
+    source = config.val_source if what == "validation" and config.val_source is not None else config.source
+    raise DataError(f"none of the {len(manifest)} {what} images of {source} can be used (skipped: "
+                    f"{', '.join(f'{k} {v}' for k, v in sorted(counter.items()))}; last: {last})")
 
 
 def execution_options(config: DataConfig | None = None) -> ray.data.ExecutionOptions:

@@ -1,10 +1,11 @@
 """Decode an image file or its bytes to HxWx3 float32 RGB in [0, 1].
 
-PNG, JPEG, WebP, BMP and TIFF; 8- and 16-bit; gray, RGB and RGBA (composited over black); EXIF
-orientation applied. Anything that does not decode cleanly raises `DecodeError`.
+PNG, JPEG, WebP, BMP and TIFF; 8-, 16-, 32-bit and float; gray, RGB and RGBA (composited over black); EXIF
+orientation applied. Anything that neither OpenCV nor Pillow decodes cleanly raises `DecodeError`.
 """
 
 import io
+import re
 from pathlib import Path
 
 import cv2
@@ -23,14 +24,17 @@ _ORIENT = {
     8: lambda a: np.rot90(a, k=1),
 }
 _ORIENTATION_TAG = 0x0112
+_BUFFER_REPR = re.compile(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>")  # Pillow names the buffer in its errors
 
 
 class DecodeError(Exception):
     """The file is missing, empty, truncated, corrupt or not an image."""
 
+    user_error = True  # a CLI reports it in one line (pipelines/cli.py)
+
 
 class ImageTooLarge(DecodeError):
-    """The header announces more pixels than allowed (a decompression-bomb guard)."""
+    """The image has more pixels than allowed (a decompression-bomb guard)."""
 
 
 def read_bytes(src: str | bytes) -> bytes:
@@ -44,16 +48,32 @@ def read_bytes(src: str | bytes) -> bytes:
 
 
 def decode_image(src: str | bytes, *, max_pixels: int) -> np.ndarray:
-    """Path or encoded bytes -> HxWx3 float32 RGB in [0, 1], upright according to EXIF."""
+    """Path or encoded bytes -> HxWx3 float32 RGB in [0, 1], upright according to EXIF.
+
+    OpenCV decodes; what it refuses, Pillow tries, and the reverse for headers Pillow cannot parse (a float
+    RGB TIFF), so a file either decoder reads is read. The pixel count is checked from the header before
+    decoding, and again on the decoded pixels.
+    """
     data = read_bytes(src)
     where = src if isinstance(src, str) else f"<{len(data)} bytes>"
     if not data:
         raise DecodeError(f"{where}: empty file")
-    orientation = _read_header(data, where, max_pixels=max_pixels)
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if pixels is None:
-        raise DecodeError(f"{where}: corrupt or truncated image data")
-    return _to_rgb_float(_ORIENT[orientation](pixels), where)
+    header_error, orientation = None, 1
+    try:
+        orientation = _read_header(data, where, max_pixels=max_pixels)
+    except DecodeError as e:
+        if isinstance(e, ImageTooLarge):
+            raise
+        header_error = e
+    pixels_RGB = _decode_opencv(data)
+    if pixels_RGB is None and header_error is not None:
+        raise header_error
+    if pixels_RGB is None:
+        pixels_RGB = _decode_pil(data, where)
+    height, width = pixels_RGB.shape[:2]
+    if height * width > max_pixels:
+        raise ImageTooLarge(f"{where}: {width}x{height} exceeds max_pixels={max_pixels}")
+    return _to_rgb_float(_ORIENT[orientation](pixels_RGB), where)
 
 
 Image.MAX_IMAGE_PIXELS = None  # decode_image's max_pixels check (from the header) replaces PIL's limit
@@ -68,29 +88,71 @@ def _read_header(data: bytes, where: str, *, max_pixels: int) -> int:
                 raise ImageTooLarge(f"{where}: {width}x{height} exceeds max_pixels={max_pixels}")
             orientation = img.getexif().get(_ORIENTATION_TAG, 1)
     except (OSError, SyntaxError, ValueError) as e:
-        raise DecodeError(f"{where}: not a readable image ({e})") from e
+        raise DecodeError(f"{where}: not a readable image ({_BUFFER_REPR.sub('', str(e))})") from e
     return orientation if orientation in _ORIENT else 1
 
 
-def _to_rgb_float(pixels: np.ndarray, where: str) -> np.ndarray:
+def _decode_opencv(data: bytes) -> np.ndarray | None:
+    """HxW or HxWxC pixels in RGB(A) order and the file's own dtype, or None when OpenCV cannot decode them."""
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None or pixels.ndim == 2:
+        return pixels
+    if pixels.shape[2] in (3, 4):
+        return np.concatenate([pixels[:, :, 2::-1], pixels[:, :, 3:]], axis=2)  # BGR(A) -> RGB(A)
+    return pixels
+
+
+def _decode_pil(data: bytes, where: str) -> np.ndarray:
+    """Pillow's pixels (RGB(A), gray, 16-bit, int32 or float), for what OpenCV refused."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # truncated data raises here (ImageFile.LOAD_TRUNCATED_IMAGES stays False)
+            if img.mode in ("P", "PA"):
+                img = img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB")
+            elif img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                img = img.convert("RGB")
+            elif img.mode == "1":
+                img = img.convert("L")
+            return np.array(img)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DecodeError(f"{where}: corrupt or truncated image data ({_BUFFER_REPR.sub('', str(e))})") from e
+
+
+def _to_unit_range(pixels: np.ndarray, where: str) -> np.ndarray:
+    """Pixels -> float32 in [0, 1] over their real range: 8 and 16 bits by their type's maximum; other integers
+    by 255 or 65535 when their values fit, else by their maximum; float data as it is when within [0, 1], else
+    divided by its maximum (negative values and NaN become 0)."""
     if pixels.dtype == np.uint8:
-        img = pixels.astype(np.float32) / 255.0
-    elif pixels.dtype == np.uint16:
-        img = pixels.astype(np.float32) / 65535.0
-    elif pixels.dtype == np.float32:  # e.g. float TIFF; assumed to be in [0, 1] already
-        img = np.clip(pixels, 0.0, 1.0)
-    else:
+        return pixels.astype(np.float32) / 255.0
+    if pixels.dtype == np.uint16:
+        return pixels.astype(np.float32) / 65535.0
+    if pixels.dtype == bool:
+        return pixels.astype(np.float32)
+    if not (np.issubdtype(pixels.dtype, np.integer) or np.issubdtype(pixels.dtype, np.floating)):
         raise DecodeError(f"{where}: unsupported pixel type {pixels.dtype}")
+    img = np.nan_to_num(pixels.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0).clip(min=0.0)
+    peak = float(img.max(initial=0.0))
+    if np.issubdtype(pixels.dtype, np.integer):
+        scale = 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else peak
+    else:
+        scale = 1.0 if peak <= 1.0 else peak
+    return img / scale
+
+
+def _to_rgb_float(pixels_RGB: np.ndarray, where: str) -> np.ndarray:
+    img = _to_unit_range(pixels_RGB, where)
     if img.ndim == 2:
         img = img[:, :, None]
     num_channels = img.shape[2]
     if num_channels == 1:
         return np.ascontiguousarray(np.repeat(img, 3, axis=2))
+    if num_channels == 2:  # gray + alpha, composited over black
+        return np.ascontiguousarray(np.repeat(img[:, :, :1] * img[:, :, 1:], 3, axis=2))
     if num_channels == 3:
-        return np.ascontiguousarray(img[:, :, ::-1])  # OpenCV decodes to BGR
+        return np.ascontiguousarray(img)
     if num_channels == 4:
         # Composite over black: transparent regions carry no trustworthy colour.
-        return np.ascontiguousarray(img[:, :, 2::-1] * img[:, :, 3:4])
+        return np.ascontiguousarray(img[:, :, :3] * img[:, :, 3:4])
     raise DecodeError(f"{where}: unsupported channel count {num_channels}")
 
 

@@ -20,7 +20,7 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
-from pipelines import tracking
+from pipelines import cli, tracking
 from pipelines.checkpoints import (
     VALIDATION_IMAGE,
     CheckpointError,
@@ -29,7 +29,7 @@ from pipelines.checkpoints import (
     load_latest_checkpoint,
     run_uri,
 )
-from pipelines.data import build_train_dataset
+from pipelines.data import build_train_dataset, check_data
 from pipelines.data import execution_options as data_execution_options
 from pipelines.recipes import METHODS, RECIPES, RunConfig, apply_overrides
 from pipelines.sources import FolderSource
@@ -41,13 +41,13 @@ TRACKING_FILE = "mlflow_run.json"  # in the run dir: lets --resume continue the 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.Parser(
         prog="pipelines/train.py",
         description="Train a restoration method on Ray Train. With no arguments: the demo recipe, local Ray, "
         "local MLflow store under runs/.",
     )
     parser.add_argument("--method", choices=sorted(METHODS), help="method family; --recipe X means <method>_X")
-    parser.add_argument("--recipe", default="demo", help=f"one of {sorted(RECIPES)} (default demo: Refusion "
+    parser.add_argument("--recipe", help=f"one of {sorted(RECIPES)} (default demo: Refusion "
                         "denoising the bundled photos, about 2 minutes on a CPU)")
     parser.add_argument("--config", action="append", default=[], help="YAML/JSON file merged into the recipe")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -55,13 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", action="append", help="train on HQ images in this folder/glob (synthetic LQ)")
     parser.add_argument("--sd-path", help="OSEDiff: local SD 2.1-base folder (diffusers layout) or hub id "
                         "(same as --set method.sd_path=...)")
-    parser.add_argument("--name", help="run name (default: <recipe>-<UTC timestamp>)")
-    parser.add_argument("--resume", metavar="NAME", help="continue run NAME from its latest checkpoint")
+    parser.add_argument("--name", type=cli.name, help="run name (default: <recipe>-<UTC timestamp>)")
+    parser.add_argument("--resume", metavar="NAME", type=cli.name, help="continue run NAME from its latest checkpoint")
     parser.add_argument("--storage-path", help="where runs live (local dir or s3://...); default runs/")
-    parser.add_argument("--num-workers", type=int, help="Ray Train workers; 0 = local mode (one process)")
+    parser.add_argument("--num-workers", type=cli.non_negative_int, help="Ray Train workers; 0 = local mode (one process)")
     parser.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per worker, NCCL, bf16 AMP")
     parser.add_argument("--mlflow-uri", help="tracking server, e.g. http://head:5000 (default: embedded SQLite)")
-    parser.add_argument("--experiment", default="restoration", help="MLflow experiment name")
+    parser.add_argument("--experiment", default="restoration", type=cli.name, help="MLflow experiment name")
     parser.add_argument("--smoke-test", action="store_true", help="a short run through every stage (about a minute)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     return parser.parse_args(argv)
@@ -78,21 +78,23 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, tuple[str, int]
         storage_path = args.storage_path or "runs"
         candidates = list_checkpoints(_absolute(storage_path), args.resume)
         if not candidates:
-            raise SystemExit(f"--resume: no checkpoint under {run_uri(storage_path, args.resume)}")
+            raise cli.UserError(f"--resume: no checkpoint under {run_uri(storage_path, args.resume)}")
         try:  # newest first; one that does not load (a cut-short copy) is skipped with a warning
             uri, step, _, saved_config = load_latest_checkpoint(candidates)
         except CheckpointError as error:
-            raise SystemExit(f"--resume {args.resume}: {error}") from error
+            raise cli.UserError(f"--resume {args.resume}: {error}") from error
         base = RunConfig.from_dict(saved_config)
+        check_resume_flags(args, base)
         return apply_overrides(base, files=args.config, sets=sets), (uri, step)
+    args.recipe = args.recipe or "demo"
     recipe = args.recipe if args.method is None or args.recipe.startswith(args.method) else f"{args.method}_{args.recipe}"
     if recipe not in RECIPES and args.method is not None and args.recipe in RECIPES:
         recipe = args.recipe
     if recipe not in RECIPES:
-        raise SystemExit(f"unknown recipe {recipe!r}; choose from {sorted(RECIPES)}")
+        raise cli.UserError(f"unknown recipe {recipe!r}; choose from {sorted(RECIPES)}")
     config = RECIPES[recipe]()
     if args.method is not None and config.method.kind != args.method:
-        raise SystemExit(f"recipe {recipe!r} trains {config.method.kind!r}, not {args.method!r}")
+        raise cli.UserError(f"recipe {recipe!r} trains {config.method.kind!r}, not {args.method!r}")
     if args.smoke_test:
         config = smoke(config)
     if args.data:
@@ -100,6 +102,21 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, tuple[str, int]
     config = apply_overrides(config, files=args.config, sets=sets)
     name = args.name or f"{config.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     return dataclasses.replace(config, name=name), None
+
+
+def check_resume_flags(args: argparse.Namespace, stored: RunConfig) -> None:
+    """--resume continues the stored config (changed only by --set/--config): refuse flags that say otherwise."""
+    wrong = []
+    if args.recipe is not None or args.smoke_test:
+        wrong.append("--recipe/--smoke-test pick a new config (change fields with --set)")
+    if args.method is not None and args.method != stored.method.kind:
+        wrong.append(f"--method {args.method} but the run trains {stored.method.kind}")
+    if args.name is not None and args.name != args.resume:
+        wrong.append(f"--name {args.name} but --resume names the run {args.resume}")
+    if args.data and stored.data.source != FolderSource(paths=tuple(args.data)):
+        wrong.append(f"--data {' '.join(args.data)} but the run trains on {stored.data.source}")
+    if wrong:
+        raise cli.UserError(f"--resume {args.resume} continues the stored run: " + "; ".join(wrong))
 
 
 def smoke(config: RunConfig) -> RunConfig:
@@ -114,7 +131,8 @@ def smoke(config: RunConfig) -> RunConfig:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    config, resume = resolve_config(args)
+    with cli.user_input():
+        config, resume = resolve_config(args)
     if args.print_config:
         print(config.to_json())
         return
@@ -137,12 +155,13 @@ def run_training(config: RunConfig, *, resume: tuple[str, int] | None = None, ml
     storage_path = _absolute(config.storage_path)
     run = run_uri(storage_path, config.name)
     if resume is None and find_latest_checkpoint(storage_path, config.name) is not None:
-        raise SystemExit(f"{run} already has checkpoints: use --resume {config.name} or another --name")
+        raise cli.UserError(f"{run} already has checkpoints: use --resume {config.name} or another --name")
     start_step = 0 if resume is None else resume[1]
     if start_step >= config.train.num_steps:
-        raise SystemExit(f"checkpoint is at step {start_step} >= train.num_steps {config.train.num_steps}; "
+        raise cli.UserError(f"checkpoint is at step {start_step} >= train.num_steps {config.train.num_steps}; "
                          f"raise it with --set train.num_steps=N")
 
+    check_data(config.data)  # before Ray and MLflow: a data problem leaves no FAILED run behind
     target = start_tracking(config, mlflow_uri=mlflow_uri, experiment=experiment, resuming=resume is not None,
                             storage_path=storage_path, run=run)
     started = time.perf_counter()

@@ -31,6 +31,7 @@ from models.refusion import (
     RefusionConfig,
     refusion_tiny,
 )
+from pipelines.cli import NAME_PATTERN, describe
 from pipelines.config_dict import (
     deep_merge,
     from_dict,
@@ -127,8 +128,9 @@ class RunConfig:
     protocol: str = "rgb"  # how validation and evaluate.py score it: a models.metrics.PROTOCOLS name
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name:
-            raise ValueError(f"name must be non-empty without '/', got {self.name!r}")
+        if not NAME_PATTERN.fullmatch(self.name):
+            raise ValueError(f"name {self.name!r}: use letters, digits, '.', '_' and '-' (up to 128, not starting "
+                             "with . _ -)")
         if self.data.scale != self.method.scale:
             raise ValueError(f"data.scale ({self.data.scale}) must equal method.scale ({self.method.scale})")
         if self.data.seed != self.seed:  # one seed per run; `--set seed=N` sets both
@@ -174,17 +176,17 @@ def build_method_for_saved_weights(config: MethodConfig) -> Any:
 
 
 def apply_overrides(config: RunConfig, *, files: list[str] = (), sets: list[str] = ()) -> RunConfig:
-    """Merge YAML/JSON files, then `dotted.key=value` overrides, into `config`; the result is validated."""
+    """Merge YAML/JSON files, then `dotted.key=value` overrides, into `config`; the result is validated.
+
+    A file holds nested mappings (`optim: {lr: 1e-4}`), dotted keys (`optim.lr: 1e-4`) or both; an empty file
+    changes nothing. Errors name the file (and the line, for a syntax error) or the `--set` item.
+    """
     tree = config.to_dict()
     for path in files:
-        text = Path(path).read_text()
-        overlay = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-        if not isinstance(overlay, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level")
-        tree = deep_merge(tree, overlay)
+        tree = _merge_file(tree, path)
     for item in sets:
         key, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not key.strip():
             raise ValueError(f"--set expects key=value, got {item!r}")
         set_dotted(tree, key.strip(), parse_scalar(value))
         if key.strip() == "seed":  # the run has one seed: degradations draw from it too
@@ -192,7 +194,28 @@ def apply_overrides(config: RunConfig, *, files: list[str] = (), sets: list[str]
     return RunConfig.from_dict(tree)
 
 
-
+def _merge_file(tree: dict, path: str) -> dict:
+    try:
+        text = Path(path).read_text()
+        overlay = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as error:
+        raise ValueError(f"--config {path}: {describe(error)}") from error
+    if overlay is None:
+        return tree
+    if not isinstance(overlay, dict):
+        raise ValueError(f"--config {path}: expected a mapping of config keys at the top level, "
+                         f"got {type(overlay).__name__}")
+    nested = {k: v for k, v in overlay.items() if "." not in str(k)}
+    try:
+        tree = deep_merge(tree, nested)
+        for key, value in overlay.items():
+            if "." in str(key):
+                set_dotted(tree, key, value)
+        if "seed" in overlay:
+            tree["data"]["seed"] = tree["seed"]
+    except ValueError as error:
+        raise ValueError(f"--config {path}: {error}") from error
+    return tree
 
 
 def debug() -> RunConfig:

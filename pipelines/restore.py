@@ -9,8 +9,10 @@ the memory budget requires it. Legend: B batch, C channels, H, W sizes.
 """
 
 import argparse
+import collections
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from models.refusion import Refusion, RefusionConfig  # noqa: E402
 from models.tiling import choose_tile, measure_bytes_per_pixel, tiled  # noqa: E402
+from pipelines import cli  # noqa: E402
 from pipelines.batching import to_image, to_model  # noqa: E402
-from pipelines.checkpoints import load_state, read_config  # noqa: E402
-from pipelines.decode import decode_image  # noqa: E402
+from pipelines.checkpoints import CheckpointError, load_state, read_config, resolve_checkpoint_dir  # noqa: E402
+from pipelines.decode import DecodeError, decode_image  # noqa: E402
 from pipelines.recipes import MethodConfig, RunConfig, build_method_for_saved_weights  # noqa: E402
 from pipelines.sources import IMAGE_SUFFIXES  # noqa: E402
 
@@ -53,12 +56,19 @@ def check_process_flags(config: MethodConfig, requested: dict[str, Any]) -> None
 
 
 def load_checkpoint(directory: str | Path, *, device: torch.device) -> tuple[Any, torch.nn.Module, RunConfig]:
-    """(method, net in eval mode on device, run config); the EMA weights are used when saved."""
+    """(method, net in eval mode on device, run config); the EMA weights are used when saved.
+
+    `directory` is a checkpoint folder, or a run folder whose newest complete checkpoint is used.
+    """
+    directory = resolve_checkpoint_dir(directory)
     config = RunConfig.from_dict(read_config(directory))
     method = build_method_for_saved_weights(config.method)
     net = method.build()
     state = load_state(directory)
-    net.load_state_dict(state["ema"] if state["ema"] is not None else state["net"])
+    try:
+        net.load_state_dict(state["ema"] if state["ema"] is not None else state["net"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{directory}: its weights do not fit the method its config.json names: {error}") from error
     return method, net.to(device).eval(), config
 
 
@@ -78,10 +88,11 @@ def write_image(path: Path, x_BCHW: torch.Tensor) -> None:
 
 
 def list_inputs(src: Path) -> list[Path]:
+    """The image files of a folder (by suffix, sorted), or a single file as given."""
     if src.is_dir():
-        return sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not src.exists():
-        raise FileNotFoundError(src)
+        raise FileNotFoundError(f"{src} does not exist")
     return [src]
 
 
@@ -120,47 +131,80 @@ def restore_image(method: Any, net: torch.nn.Module, lq_BCHW: torch.Tensor, *, s
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, type=Path, help="directory with state.pt and config.json")
+    p = cli.Parser(prog="pipelines/restore.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, type=Path,
+                   help="a checkpoint folder (state.pt + config.json) or a run folder (its newest checkpoint)")
     p.add_argument("--input", required=True, type=Path, help="an image file or a folder of images")
     p.add_argument("--output", required=True, type=Path, help="folder for the restored PNGs")
     p.add_argument("--sampler", choices=("sde", "posterior", "ode"), help="default: the checkpoint's")
-    p.add_argument("--steps", type=int, help="reverse steps (default: the checkpoint's, all T)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tile", type=int, help="lq tile size; default one pass (or what --max-memory-gb allows)")
-    p.add_argument("--overlap", type=int, default=32)
-    p.add_argument("--max-memory-gb", type=float, help="pick a tile size so the estimated peak fits")
+    p.add_argument("--steps", type=cli.positive_int, help="reverse steps (default: the checkpoint's, all T)")
+    p.add_argument("--seed", type=cli.non_negative_int, default=0)
+    p.add_argument("--tile", type=cli.positive_int,
+                   help="lq tile size; default one pass (or what --max-memory-gb allows)")
+    p.add_argument("--overlap", type=cli.non_negative_int, default=32)
+    p.add_argument("--max-memory-gb", type=cli.positive_float, help="pick a tile size so the estimated peak fits")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--max-sigma", type=float, help="must match the checkpoint (a safety check)")
-    p.add_argument("--T", type=int, help="must match the checkpoint (a safety check)")
+    p.add_argument("--max-sigma", type=cli.positive_float, help="must match the checkpoint (a safety check)")
+    p.add_argument("--T", type=cli.positive_int, help="must match the checkpoint (a safety check)")
     p.add_argument("--schedule", help="must match the checkpoint (a safety check)")
-    p.add_argument("--eps", type=float, help="must match the checkpoint (a safety check)")
+    p.add_argument("--eps", type=cli.positive_float, help="must match the checkpoint (a safety check)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> list[Path]:
-    """Restore every input image; returns the written paths."""
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """What a restore.py run did: the PNGs it wrote, and the inputs it skipped with the reason."""
+
+    written: list[Path]
+    skipped: dict[str, str]
+
+
+def output_paths(inputs: list[Path], output: Path) -> list[Path]:
+    """`<stem>.png` per input; inputs sharing a stem (a.png, a.jpg) get `<stem>_<suffix>.png`. Never an input."""
+    stems = collections.Counter(p.stem for p in inputs)
+    targets = [output / (f"{p.stem}.png" if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.')}.png")
+               for p in inputs]
+    overwritten = sorted({t.resolve() for t in targets} & {p.resolve() for p in inputs})
+    if overwritten:
+        raise cli.UserError(f"--output {output}: restoring would overwrite the input {overwritten[0]}; "
+                            "choose another output folder")
+    return targets
+
+
+def main(argv: list[str] | None = None) -> Restored:
+    """Restore every input image that decodes; unreadable ones are skipped, warned about and summed up."""
     args = parse_args(argv)
     device = torch.device(args.device)
-    method, net, config = load_checkpoint(args.checkpoint, device=device)
-    check_process_flags(config.method, {k: getattr(args, k) for k in PROCESS_FLAGS})
-    written = []
-    for i, path in enumerate(list_inputs(args.input)):
-        lq_BCHW = read_image(path).to(device)
+    with cli.user_input(f"--checkpoint {args.checkpoint}"):
+        method, net, config = load_checkpoint(args.checkpoint, device=device)
+        check_process_flags(config.method, {k: getattr(args, k) for k in PROCESS_FLAGS})
+    with cli.user_input(f"--input {args.input}"):
+        inputs = list_inputs(args.input)
+    if not inputs:
+        raise cli.UserError(f"--input {args.input}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it")
+    written, skipped = [], {}
+    for i, (path, target) in enumerate(zip(inputs, output_paths(inputs, args.output))):
+        try:
+            lq_BCHW = read_image(path).to(device)
+        except DecodeError as error:
+            skipped[str(path)] = f"{type(error).__name__}: {error}"
+            logger.warning("skipping %s: %s", path, skipped[str(path)])
+            continue
         out_BCHW = restore_image(method, net, lq_BCHW, scale=config.method.scale, seed=args.seed + i,
                                  sampler=args.sampler, steps=args.steps, tile=args.tile, overlap=args.overlap,
                                  max_memory_gb=args.max_memory_gb, progress=not args.no_progress, key=path.stem)
-        target = args.output / f"{path.stem}.png"
         write_image(target, out_BCHW)
         logger.info("%s -> %s", path, target)
         written.append(target)
-    return written
+    reasons = collections.Counter(reason.split(":", 1)[0] for reason in skipped.values())
+    logger.info("restored %d of %d images into %s; skipped %d%s", len(written), len(inputs), args.output,
+                len(skipped), f" ({', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))}: "
+                f"{', '.join(Path(p).name for p in skipped)})" if skipped else "")
+    return Restored(written=written, skipped=skipped)
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        main()
-    except CheckpointMismatch as err:
-        sys.exit(f"error: {err}")
+    result = cli.run(main, prog="pipelines/restore.py")
+    sys.exit(1 if result.skipped else 0)  # some inputs were not restored

@@ -104,7 +104,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             next(batch_iter)
         while state.step < config.train.num_steps:
             t0 = time.perf_counter()
-            batch = next(batch_iter)  # StopIteration here: the dataset is shorter than num_steps
+            batch = next(batch_iter)  # one row per stream position (data.PairMaker.pair_at): never runs dry
             t_data = time.perf_counter() - t0
             hq, lq = to_model(batch["hq"].to(device)), to_model(batch["lq"].to(device))
             # Training noise depends on (seed, rank, step) only: a resumed run draws what the original drew.
@@ -334,6 +334,7 @@ def _test_only_hold(step: int) -> None:
 
 
 if __name__ == "__main__":
+    from pipelines import cli
     from pipelines.launch import main
 
-    main()
+    cli.run(main, prog="pipelines/train.py")

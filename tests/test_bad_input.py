@@ -4,6 +4,7 @@ Each test pins the behaviour reported in cluster/BAD_INPUT.md (the README's bad-
 """
 
 import collections
+import dataclasses
 import io
 import logging
 import pickle
@@ -20,7 +21,16 @@ from PIL import Image
 from degradations import BicubicConfig
 from models.refusion import latent_refusion_tiny
 from pipelines.checkpoints import load_state, write_checkpoint
-from pipelines.data import DataConfig, build_train_dataset, build_val_set, make_pair_or_skip
+from pipelines.data import (
+    DataConfig,
+    DataError,
+    PairMaker,
+    build_train_dataset,
+    build_val_set,
+    check_data,
+    locate,
+    make_pair_or_skip,
+)
 from pipelines.decode import DecodeError, ImageTooLarge, decode_image
 from pipelines.recipes import apply_overrides, build_method_for_saved_weights, debug
 from pipelines.restore import CheckpointMismatch, check_process_flags, load_checkpoint
@@ -157,13 +167,43 @@ def test_validation_set_skips_bad_files(tmp_path):
     assert len(hqs) == len(lqs) == 3  # the two photos and the padded 1x1 image
 
 
+def test_a_skipped_sample_is_replaced_by_the_next_usable_one_with_draws_of_its_own(tmp_path):
+    config = _data_config(_mixed_folder(tmp_path / "mixed"))
+    manifest = config.source.manifest()
+    good = {s.sample_id for s in manifest.samples if Path(s.name).stem in ("good_a", "good_b", "tiny_1x1")}
+    batch = PairMaker(config=config, manifest=manifest, start_index=0)({"id": np.arange(9)})  # one epoch
+    assert list(batch["index"]) == list(range(9)) and set(batch["sample_id"]) <= good
+    own = {s: hq for s, hq, i in zip(batch["sample_id"], batch["hq"], batch["index"])
+           if locate(np.array([i]), num_images=9, seed=0)[1][0] == s}
+    stand_ins = [(s, hq) for s, hq, i in zip(batch["sample_id"], batch["hq"], batch["index"])
+                 if locate(np.array([i]), num_images=9, seed=0)[1][0] != s]
+    assert len(own) == 3 and len(stand_ins) == 6
+    photos = {s.sample_id for s in manifest.samples if Path(s.name).stem in ("good_a", "good_b")}
+    # Not a copy of the photo's own pair (a padded 1x1 image looks the same whatever the draws).
+    assert not any(np.array_equal(hq, own[s]) for s, hq in stand_ins if s in photos)
+    again = PairMaker(config=config, manifest=manifest, start_index=4)({"id": np.arange(5)})  # a resumed stream
+    assert np.array_equal(again["hq"], batch["hq"][4:]) and list(again["sample_id"]) == list(batch["sample_id"][4:])
+
+
+def test_no_usable_sample_is_one_error_naming_the_folder_and_the_reasons(tmp_path):
+    root = tmp_path / "broken"
+    root.mkdir()
+    for name, (data, _) in BROKEN.items():
+        (root / name).write_bytes(data)
+    with pytest.raises(DataError, match=r"none of the 5 training images of FolderSource.*broken.*DecodeError 5"):
+        check_data(_data_config(root))
+
+
 @pytest.mark.slow
-def test_ray_data_stream_continues_past_bad_files(tmp_path, ray_local):
+def test_ray_data_stream_never_runs_dry_on_bad_files_with_any_number_of_workers(tmp_path, ray_local):
     config = _data_config(_mixed_folder(tmp_path / "mixed"), num_cpu_workers=1, batch_size=4)
-    rows = build_train_dataset(config, num_samples=18).take_all()  # two epochs over 9 samples
+    rows = build_train_dataset(config, num_samples=18).take_all()  # two epochs over 9 samples, 6 of them bad
     names = [Path(s.name).stem for s in config.source.manifest().samples]
+    assert [r["index"] for r in rows] == list(range(18))
     assert sorted({names[r["sample_id"]] for r in rows}) == ["good_a", "good_b", "tiny_1x1"]
-    assert len(rows) == 6 and [r["index"] for r in rows] == sorted(r["index"] for r in rows)
+    two = build_train_dataset(dataclasses.replace(config, num_cpu_workers=2), num_samples=18).take_all()
+    assert [r["sample_id"] for r in two] == [r["sample_id"] for r in rows]
+    assert all(np.array_equal(a["hq"], b["hq"]) and np.array_equal(a["lq"], b["lq"]) for a, b in zip(rows, two))
 
 
 def test_paired_folders_leave_out_files_without_a_partner(tmp_path, caplog):

@@ -20,6 +20,7 @@ from models.diffir.cpen import CPEN, CPENConfig
 from models.diffir.dirformer import SCALES, DIRformer, DIRformerConfig
 from models.diffir.prior import PriorDenoiser, PriorDenoiserConfig, reverse_chain
 from models.processes.ddpm import DDPM
+from models.tiling import pad_to_multiple
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class DiffIR:
             raise ValueError("diffir.stage 1 needs the ground truth to form its prior: restore with a stage-2 net")
         H, W = lq.shape[-2:]
         m = self.config.pad_multiple
-        lq_padded = F.pad(lq, (0, -W % m, 0, -H % m), mode="reflect")
+        lq_padded = pad_to_multiple(lq, m)
         out, _, _ = net(lq_padded, eps_BD=self._prior_noise(lq.shape[0], generator, lq.device))
         s = self.config.scale
         return out[..., : H * s, : W * s]

@@ -18,6 +18,7 @@ from torch import nn
 from models.msgd.guidance import GuidanceConfig, GuidanceNet, structure
 from models.msgd.unet import GuidedUNet, UNetConfig
 from models.processes.icdpm import SCHEDULES, ICDPM
+from models.tiling import pad_to_multiple
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -54,7 +55,7 @@ class MSGDConfig:
         if self.warmup_steps < 0 or self.ramp_steps < 0 or self.reg_weight < 0:
             raise ValueError(f"msgd: warmup_steps, ramp_steps and reg_weight must be >= 0, got {self}")
         if not 1 <= self.num_sampling_steps <= self.num_train_steps or self.num_samples_averaged < 1:
-            raise ValueError(f"msgd: need 1 <= num_sampling_steps <= num_train_steps and num_samples_averaged >= 1")
+            raise ValueError("msgd: need 1 <= num_sampling_steps <= num_train_steps and num_samples_averaged >= 1")
 
     @property
     def pad_multiple(self) -> int:
@@ -160,7 +161,7 @@ class MSGD:
         """Mean of num_samples_averaged samples (1: a plain sample); lq is reflect-padded and the output cropped."""
         H, W = lq.shape[-2:]
         m = max(1, self.config.pad_multiple // self.config.scale)
-        lq_padded = F.pad(lq, (0, -W % m, 0, -H % m), mode="reflect")
+        lq_padded = pad_to_multiple(lq, m)
         total = sum(self.sample(net, lq_padded, generator=generator) for _ in range(self.config.num_samples_averaged))
         s = self.config.scale
         return (total / self.config.num_samples_averaged)[..., : H * s, : W * s]

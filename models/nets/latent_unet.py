@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.nets.nafnet import LayerNorm
+from models.tiling import pad_to_multiple
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -114,7 +115,7 @@ class LatentUNet(nn.Module):
     def encode(self, x_BCHW: torch.Tensor) -> tuple[torch.Tensor, Skips]:
         """Latent z (B, Z, H'/f, W'/f) with H', W' padded to 2^levels, and the skips for decode."""
         H, W = x_BCHW.shape[-2:]
-        x = F.pad(x_BCHW, (0, -W % self.multiple, 0, -H % self.multiple), mode="reflect")
+        x = pad_to_multiple(x_BCHW, self.multiple)
         x = self.init_conv(x)
         features = [x]
         for block1, block2, attn, down in self.encoder:

@@ -22,6 +22,7 @@ from models.osediff.prompts import (
     read_prompt_file,
 )
 from models.osediff.weights import SDParts, load_sd
+from models.tiling import pad_to_multiple
 
 
 def unwrap(net: nn.Module) -> OSEDiffNet:
@@ -135,7 +136,7 @@ class OSEDiff:
         # The VAE needs sizes divisible by its downsampling factor; pad by reflection and crop back.
         factor = 2 ** (len(core.vae.config.block_out_channels) - 1)
         h, w = lq_up.shape[-2:]
-        padded = F.pad(lq_up, (0, -w % factor, 0, -h % factor), mode="reflect")
+        padded = pad_to_multiple(lq_up, factor)
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16) if lq.device.type == "cuda" else contextlib.nullcontext()
         )

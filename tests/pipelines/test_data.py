@@ -12,6 +12,7 @@ from degradations import BicubicConfig, GaussianNoiseConfig, RealESRGANConfig
 from degradations.crop import ImageTooSmall
 from pipelines.data import (
     DataConfig,
+    DataError,
     PairMaker,
     build_val_set,
     epoch_order,
@@ -209,23 +210,24 @@ def _run_udf(config, *, start_index, ids):
     return {key: np.concatenate([o[key] for o in out]) for key in ROWS}
 
 
-def test_pair_maker_skips_bad_samples_without_changing_the_others(tmp_path):
+def test_pair_maker_replaces_bad_samples_without_changing_the_others(tmp_path):
     config = _config(_folder(tmp_path, [(48, 48), (40, 56), (64, 40)], bad=BAD_FILES))
     manifest = config.source.manifest()
     rows = _run_udf(config, start_index=0, ids=np.arange(2 * len(manifest)))
     good = {s.sample_id for s in manifest.samples if s.name.startswith("img")}
-    assert sorted(rows["sample_id"].tolist()) == sorted(list(good) * 2)
-    assert rows["hq"].shape == (6, 32, 32, 3) and rows["lq"].shape == (6, 8, 8, 3)
-    for hq, lq, sid, epoch in zip(rows["hq"], rows["lq"], rows["sample_id"], rows["epoch"]):
-        expected = make_pair(manifest.samples[sid], epoch=int(epoch), config=config)
+    assert rows["index"].tolist() == list(range(2 * len(manifest))) and set(rows["sample_id"].tolist()) <= good
+    _, own_ids = locate(rows["index"], num_images=len(manifest), seed=config.seed)
+    for hq, lq, sid, own, epoch, index in zip(rows["hq"], rows["lq"], rows["sample_id"], own_ids, rows["epoch"],
+                                               rows["index"]):
+        stand_in_for = None if sid == own else int(index)  # a good sample's pair is what it always was
+        expected = make_pair(manifest.samples[sid], epoch=int(epoch), config=config, stand_in_for=stand_in_for)
         assert hq.tobytes() == expected[0].tobytes() and lq.tobytes() == expected[1].tobytes()
 
 
-def test_pair_maker_returns_typed_empty_batches_when_everything_is_bad(tmp_path):
+def test_pair_maker_raises_a_data_error_when_everything_is_bad(tmp_path):
     config = _config(_folder(tmp_path, [], bad=BAD_FILES))
-    rows = _run_udf(config, start_index=0, ids=np.arange(4))
-    assert rows["hq"].shape == (0, 32, 32, 3) and rows["lq"].shape == (0, 8, 8, 3)
-    assert rows["index"].dtype == np.int64
+    with pytest.raises(DataError, match="none of the .* training images can be used"):
+        _run_udf(config, start_index=0, ids=np.arange(4))
 
 
 def test_start_index_continues_the_stream_exactly(tmp_path):
@@ -265,7 +267,7 @@ def _collect(ds):
 
 
 @pytest.mark.slow
-def test_ray_dataset_end_to_end_with_iter_torch_batches_skips_bad_files(tmp_path, ray_local):
+def test_ray_dataset_end_to_end_with_iter_torch_batches_replaces_bad_files(tmp_path, ray_local):
     import torch
 
     from pipelines.batching import to_model
@@ -284,9 +286,8 @@ def test_ray_dataset_end_to_end_with_iter_torch_batches_skips_bad_files(tmp_path
         for key in ("sample_id", "epoch", "index"):
             assert batch[key].dtype == torch.int64
             seen[key] += batch[key].tolist()
-    # 7 images x 2 epochs, of which the 4 bad files (x 2 epochs) left no row.
-    assert len(seen["index"]) == 2 * len(manifest) - 2 * len(BAD_FILES)
-    assert seen["index"] == sorted(seen["index"])
+    # 7 images x 2 epochs: one row per position, the 4 bad files' places taken by good images.
+    assert seen["index"] == list(range(2 * len(manifest)))
     assert {manifest.samples[i].name for i in seen["sample_id"]} == {"img_00", "img_01", "img_02"}
     expected = _run_udf(config, start_index=0, ids=np.arange(2 * len(manifest)))
     assert seen["index"] == expected["index"].tolist()

@@ -1,6 +1,7 @@
 """pipelines/restore.py: checkpoint round trip, EMA weights, image formats, tiling flags, process mismatch."""
 
 import dataclasses
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 
 from models.nets.latent_unet import TINY_UNET, LatentUNet
 from models.refusion import Refusion, latent_refusion_tiny, refusion_tiny
-from pipelines import restore
+from pipelines import cli, restore
 from pipelines.checkpoints import write_checkpoint
 from pipelines.recipes import debug
 
@@ -46,7 +47,7 @@ def pixel_checkpoint(tmp_path):
 def test_restores_a_folder_of_8_16_bit_gray_and_rgba_images(pixel_checkpoint) -> None:
     tmp = pixel_checkpoint
     written = restore.main(["--checkpoint", str(tmp / "ckpt"), "--input", str(tmp / "in"),
-                            "--output", str(tmp / "out"), "--no-progress"])
+                            "--output", str(tmp / "out"), "--no-progress"]).written
     assert sorted(p.name for p in written) == ["alpha.png", "deep.png", "gray.png", "rgb.png"]
     for path in written:
         img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -73,12 +74,55 @@ def test_gray_input_becomes_three_equal_channels(pixel_checkpoint) -> None:
 
 def test_contradicting_process_flags_are_refused(pixel_checkpoint) -> None:
     tmp = pixel_checkpoint
-    with pytest.raises(restore.CheckpointMismatch, match=r"--T 100 but the checkpoint has 4"):
+    with pytest.raises(cli.UserError, match=r"--T 100 but the checkpoint has 4"):
         restore.main(["--checkpoint", str(tmp / "ckpt"), "--input", str(tmp / "in"), "--output", str(tmp / "o"),
                       "--T", "100"])
     written = restore.main(["--checkpoint", str(tmp / "ckpt"), "--input", str(tmp / "in" / "rgb.png"),
-                            "--output", str(tmp / "o"), "--T", "4", "--max-sigma", "50", "--no-progress"])
+                            "--output", str(tmp / "o"), "--T", "4", "--max-sigma", "50", "--no-progress"]).written
     assert len(written) == 1
+
+
+def test_a_folder_restore_skips_what_it_cannot_read_and_names_outputs_apart(pixel_checkpoint, caplog) -> None:
+    tmp = pixel_checkpoint
+    (tmp / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    (tmp / "in" / "zero.jpg").write_bytes(b"")
+    cv2.imwrite(str(tmp / "in" / "rgb.jpg"), cv2.imread(str(tmp / "in" / "rgb.png")))  # a second "rgb"
+    with caplog.at_level("INFO", logger="pipelines.restore"):
+        result = restore.main(["--checkpoint", str(tmp / "ckpt"), "--input", str(tmp / "in"),
+                               "--output", str(tmp / "out"), "--no-progress"])
+    assert sorted(p.name for p in result.written) == ["alpha.png", "deep.png", "gray.png", "rgb_jpg.png", "rgb_png.png"]
+    assert sorted(Path(p).name for p in result.skipped) == ["broken.png", "zero.jpg"]
+    assert all(reason.startswith("DecodeError: ") for reason in result.skipped.values())
+    summary = [r.message for r in caplog.records if r.message.startswith("restored ")]
+    assert summary == [f"restored 5 of 7 images into {tmp / 'out'}; skipped 2 (DecodeError 2: broken.png, zero.jpg)"]
+
+
+def test_a_run_folder_is_taken_as_its_newest_checkpoint(tmp_path) -> None:
+    method_config = dataclasses.replace(refusion_tiny(), T=4)
+    make_checkpoint(tmp_path / "run" / "checkpoint_00000004", method_config, ema_offset=0.5)
+    make_checkpoint(tmp_path / "run" / "checkpoint_00000012", method_config, ema_offset=0.01)
+    _, net, _ = restore.load_checkpoint(tmp_path / "run", device=torch.device("cpu"))
+    _, newest, _ = restore.load_checkpoint(tmp_path / "run" / "checkpoint_00000012", device=torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), newest.state_dict().values()))
+    with pytest.raises(FileNotFoundError, match="neither a checkpoint .* nor a run folder"):
+        restore.load_checkpoint(tmp_path, device=torch.device("cpu"))
+
+
+def test_restoring_into_the_input_folder_is_refused_before_anything_is_written(pixel_checkpoint) -> None:
+    tmp = pixel_checkpoint
+    with pytest.raises(cli.UserError, match="would overwrite the input"):
+        restore.main(["--checkpoint", str(tmp / "ckpt"), "--input", str(tmp / "in"), "--output", str(tmp / "in")])
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 7), (17, 3)])
+def test_latent_restore_takes_inputs_smaller_than_its_stride(tmp_path, size) -> None:
+    config = dataclasses.replace(latent_refusion_tiny("/nowhere/autoencoder"), T=2)
+    make_checkpoint(tmp_path / "ckpt", config, ema_offset=None)
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "small.png"), np.full((*size, 3), 90, np.uint8))
+    written = restore.main(["--checkpoint", str(tmp_path / "ckpt"), "--input", str(tmp_path / "in"),
+                            "--output", str(tmp_path / "out"), "--no-progress"]).written
+    assert cv2.imread(str(written[0])).shape == (*size, 3)
 
 
 def test_latent_checkpoint_restores_with_tiles_and_a_memory_budget(tmp_path) -> None:
@@ -87,9 +131,9 @@ def test_latent_checkpoint_restores_with_tiles_and_a_memory_budget(tmp_path) -> 
     write_inputs(tmp_path / "in")
     common = ["--checkpoint", str(tmp_path / "ckpt"), "--input", str(tmp_path / "in" / "rgb.png"),
               "--sampler", "posterior", "--no-progress"]
-    one = restore.main(common + ["--output", str(tmp_path / "one")])
-    tiles = restore.main(common + ["--output", str(tmp_path / "tiles"), "--tile", "24", "--overlap", "8"])
-    budget = restore.main(common + ["--output", str(tmp_path / "budget"), "--max-memory-gb", "1"])
+    one = restore.main(common + ["--output", str(tmp_path / "one")]).written
+    tiles = restore.main(common + ["--output", str(tmp_path / "tiles"), "--tile", "24", "--overlap", "8"]).written
+    budget = restore.main(common + ["--output", str(tmp_path / "budget"), "--max-memory-gb", "1"]).written
     for path in one + tiles + budget:
         assert cv2.imread(str(path)).shape == (40, 36, 3)
     method, net, _ = restore.load_checkpoint(tmp_path / "ckpt", device=torch.device("cpu"))

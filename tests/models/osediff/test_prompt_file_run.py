@@ -29,7 +29,7 @@ def test_prompt_file_reaches_training_validation_and_restore(ray_local, tmp_path
     inputs.mkdir()
     cv2.imwrite(str(inputs / "street.png"), np.full((12, 10, 3), 128, np.uint8))
     written = restore.main(["--checkpoint", checkpoint, "--input", str(inputs), "--output", str(tmp_path / "out"),
-                            "--no-progress"])
+                            "--no-progress"]).written
     assert [p.name for p in written] == ["street.png"]
     assert cv2.imread(str(written[0])).shape == (48, 40, 3)
 

@@ -4,6 +4,7 @@ Each source turns into a `Manifest`: samples in sorted order with a stable `samp
 path or the encoded bytes. Decoding happens later, per sample (pipelines/decode.py).
 """
 
+import collections
 import dataclasses
 import glob
 import hashlib
@@ -11,10 +12,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 logger = logging.getLogger(__name__)
 
+MAX_ROW_WARNINGS = 10
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 
 
@@ -37,6 +40,7 @@ class Sample:
 class Manifest:
     samples: tuple[Sample, ...]
     num_unpaired: int = 0  # files without a partner (paired sources only); left out of `samples`
+    num_skipped: dict[str, int] = dataclasses.field(default_factory=dict)  # rows left out, by reason (Parquet)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -138,23 +142,50 @@ class ParquetSource:
     def manifest(self) -> Manifest:
         # TODO: the encoded bytes are held in memory (and shipped to each worker); fine up to a few GB.
         files = sorted(Path(self.path).rglob("*.parquet")) if Path(self.path).is_dir() else [Path(self.path)]
-        columns = [self.image_column] + ([self.name_column] if self.name_column else [])
+        if not files:
+            raise FileNotFoundError(f"no .parquet files under {self.path}")
         rows: list[tuple[str, bytes]] = []
+        skipped: collections.Counter[str] = collections.Counter()
         for file in files:
-            table = pq.read_table(file, columns=columns)
-            images = table.column(self.image_column).to_pylist()
-            if self.name_column:
-                names = [str(n) for n in table.column(self.name_column).to_pylist()]
-            else:
-                names = [f"{file.stem}/{i:08d}" for i in range(len(images))]
-            rows.extend(zip(names, images))
+            images, names = self._read(file)
+            for i, (name, image) in enumerate(zip(names, images)):
+                if isinstance(image, bytes):
+                    rows.append((name, image))
+                    continue
+                reason = "null image" if image is None else f"{type(image).__name__} image, not bytes"
+                if sum(skipped.values()) < MAX_ROW_WARNINGS:  # one line per row, up to a cap; the count follows
+                    logger.warning("ParquetSource: skipping row %d (%s) of %s: %s", i, name, file, reason)
+                skipped[reason] += 1
+        if skipped:
+            logger.warning("ParquetSource: skipped %d rows: %s", sum(skipped.values()), dict(skipped))
         if not rows:
-            raise FileNotFoundError(f"no rows in Parquet source {self.path}")
+            raise FileNotFoundError(f"no usable rows in Parquet source {self.path} (skipped: {dict(skipped)})")
         if self.name_column:
             rows.sort(key=lambda row: row[0])
         samples = tuple(Sample(sample_id=i, name=n, hq=data) for i, (n, data) in enumerate(rows))
         logger.info("ParquetSource: %d images from %d file(s) under %s", len(samples), len(files), self.path)
-        return Manifest(samples=samples)
+        return Manifest(samples=samples, num_skipped=dict(skipped))
+
+    def _read(self, file: Path) -> tuple[list, list[str]]:
+        """(image cells, row names) of one file; a missing column or a non-binary image column is a ValueError."""
+        try:
+            schema = pq.read_schema(file)
+        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+            raise ValueError(f"{file}: not a readable Parquet file ({error})") from error
+        for column in (self.image_column, self.name_column):
+            if column is not None and column not in schema.names:
+                raise ValueError(f"{file}: no column {column!r} (columns: {schema.names}); set image_column/"
+                                 "name_column")
+        kind = schema.field(self.image_column).type
+        if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+            raise ValueError(f"{file}: column {self.image_column!r} holds {kind}, not encoded image bytes (binary)")
+        table = pq.read_table(file, columns=[self.image_column] + ([self.name_column] if self.name_column else []))
+        images = table.column(self.image_column).to_pylist()
+        if self.name_column:
+            names = [str(n) for n in table.column(self.name_column).to_pylist()]
+        else:
+            names = [f"{file.stem}/{i:08d}" for i in range(len(images))]
+        return images, names
 
 
 def _expand(entry: str) -> list[Path]:

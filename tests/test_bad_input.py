@@ -14,6 +14,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -34,7 +36,7 @@ from pipelines.data import (
 from pipelines.decode import DecodeError, ImageTooLarge, decode_image
 from pipelines.recipes import apply_overrides, build_method_for_saved_weights, debug
 from pipelines.restore import CheckpointMismatch, check_process_flags, load_checkpoint
-from pipelines.sources import FolderSource, PairedFolderSource
+from pipelines.sources import FolderSource, PairedFolderSource, ParquetSource
 
 MAX_PIXELS = 100_000_000
 
@@ -123,6 +125,29 @@ def test_cmyk_jpeg_decodes_to_the_same_rgb_as_pil():
     assert out.shape == (96, 80, 3) and np.abs(out - reference).mean() < 0.01
 
 
+def test_float_rgb_tiff_that_pillow_cannot_open_is_decoded_by_opencv(tmp_path):
+    rgb = np.random.default_rng(0).random((20, 30, 3), dtype=np.float32)
+    cv2.imwrite(str(tmp_path / "float.tif"), rgb[..., ::-1])
+    with pytest.raises(OSError):
+        Image.open(tmp_path / "float.tif")
+    np.testing.assert_allclose(decode_image(str(tmp_path / "float.tif"), max_pixels=MAX_PIXELS), rgb, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype,peak,scale", [(np.float32, 1000.0, 1000.0), (np.int32, 200.0, 255.0),
+                                              (np.int32, 4000.0, 65535.0), (np.int32, 70000.0, 70000.0)])
+def test_float_and_wide_integer_tiffs_keep_their_real_range(tmp_path, dtype, peak, scale):
+    gray = np.linspace(0, peak, 20 * 30).reshape(20, 30).astype(dtype)
+    Image.fromarray(gray).save(tmp_path / "wide.tif")
+    out = decode_image(str(tmp_path / "wide.tif"), max_pixels=MAX_PIXELS)
+    np.testing.assert_allclose(out[..., 0], gray.astype(np.float32) / scale, rtol=1e-6)
+
+
+def test_pixel_count_is_checked_on_the_decoded_image_too(tmp_path):
+    cv2.imwrite(str(tmp_path / "float.tif"), np.zeros((60, 50, 3), np.float32))  # no header Pillow can read
+    with pytest.raises(ImageTooLarge, match="50x60 exceeds max_pixels=1000"):
+        decode_image(str(tmp_path / "float.tif"), max_pixels=1000)
+
+
 # --- the pair maker and sources -------------------------------------------------------------------------
 
 
@@ -204,6 +229,38 @@ def test_ray_data_stream_never_runs_dry_on_bad_files_with_any_number_of_workers(
     two = build_train_dataset(dataclasses.replace(config, num_cpu_workers=2), num_samples=18).take_all()
     assert [r["sample_id"] for r in two] == [r["sample_id"] for r in rows]
     assert all(np.array_equal(a["hq"], b["hq"]) and np.array_equal(a["lq"], b["lq"]) for a, b in zip(rows, two))
+
+
+def test_parquet_rows_without_image_bytes_are_left_out_counted_and_named(tmp_path, caplog):
+    images = [_png(_photo()), None, b"not an image", _png(_photo(40, 50))]
+    pq.write_table(pa.table({"image": pa.array(images, pa.binary()), "name": ["a", "b", "c", "d"]}),
+                   tmp_path / "rows.parquet")
+    with caplog.at_level(logging.WARNING, logger="pipelines.sources"):
+        manifest = ParquetSource(path=str(tmp_path / "rows.parquet")).manifest()
+    assert [s.name for s in manifest.samples] == ["a", "c", "d"] and manifest.num_skipped == {"null image": 1}
+    assert any("skipping row 1 (b)" in r.message and "null image" in r.message for r in caplog.records)
+    config = DataConfig(source=ParquetSource(path=str(tmp_path / "rows.parquet")), degradation=BicubicConfig(scale=2),
+                        patch_size=32, crop_margin=0, val_images=0)
+    counter = collections.Counter()
+    pairs = [make_pair_or_skip(s, epoch=0, config=config, counter=counter, warned=set()) for s in manifest.samples]
+    assert [p is None for p in pairs] == [False, True, False] and dict(counter) == {"DecodeError": 1}
+
+
+@pytest.mark.parametrize("table,kwargs,message", [
+    (pa.table({"image": [1, 2], "name": ["a", "b"]}), {}, r"column 'image' holds int64, not encoded image bytes"),
+    (pa.table({"image": [b"x"], "name": ["a"]}), {"image_column": "img"}, r"no column 'img' \(columns: \['image', 'name'\]\)"),
+    (None, {}, r"not a readable Parquet file"),
+])
+def test_parquet_schema_problems_are_one_data_error_naming_file_and_column(tmp_path, table, kwargs, message):
+    path = tmp_path / "bad.parquet"
+    if table is None:
+        path.write_bytes(b"not parquet at all")
+    else:
+        pq.write_table(table, path)
+    config = DataConfig(source=ParquetSource(path=str(path), **kwargs), degradation=BicubicConfig(scale=2),
+                        patch_size=32, crop_margin=0, val_images=0)
+    with pytest.raises(DataError, match=f"bad.parquet: {message}"):
+        check_data(config)
 
 
 def test_paired_folders_leave_out_files_without_a_partner(tmp_path, caplog):

@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from models.method import RestorationMethod  # noqa: E402
 from models.metrics import (FULL_REFERENCE, LEARNED, NO_REFERENCE, PIXEL, PROTOCOLS, ImageMetrics, MissingWeights,  # noqa: E402
                             PixelMetrics, Protocol, get_protocol, load_learned_metric, to_8bit_grid)
-from pipelines import tracking  # noqa: E402
+from pipelines import cli, tracking  # noqa: E402
 from pipelines.batching import to_image, to_model  # noqa: E402
 from pipelines.decode import DecodeError  # noqa: E402
 from pipelines.restore import list_inputs, load_checkpoint, read_image, restore_image, write_image  # noqa: E402
@@ -147,7 +147,7 @@ def pair_folders(gt_dir: Path, *, restored_dir: Path | None = None, lq_dir: Path
 
 def _images_by_stem(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
-        raise SystemExit(f"error: {folder} is not a folder")
+        raise cli.UserError(f"{folder} is not a folder")
     return {p.stem: p for p in list_inputs(folder)}
 
 
@@ -206,26 +206,26 @@ def write_outputs(result: Evaluation, out_dir: Path) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python pipelines/evaluate.py", description=__doc__.split("\n\n")[0])
+    p = cli.Parser(prog="pipelines/evaluate.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--gt", required=True, type=Path, help="folder of ground-truth images (matched by file stem)")
     p.add_argument("--restored", type=Path, help="folder of restored images to score")
     p.add_argument("--checkpoint", type=Path, help="restore --lq with this checkpoint first (restore.py's code)")
     p.add_argument("--lq", type=Path, help="folder of inputs, with --checkpoint")
     p.add_argument("--save", type=Path, help="keep the restored images here (--checkpoint)")
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), help="default: the checkpoint's recipe, else sr-y")
-    p.add_argument("--crop-border", type=int, help="pixels dropped on each side (default: the protocol's)")
+    p.add_argument("--crop-border", type=cli.non_negative_int, help="pixels dropped on each side (default: the protocol's)")
     p.add_argument("--metrics", help="comma-separated, default: psnr, ssim and the protocol's learned metrics")
     p.add_argument("--weights-dir", type=Path, help="a folder of weight files for the learned metrics")
     p.add_argument("--out", type=Path, help="folder for table.md and metrics.csv (default runs/evaluations/NAME)")
     p.add_argument("--storage-path", default="runs", help="the embedded MLflow store's folder")
     p.add_argument("--mlflow-uri", help="an MLflow server instead of the embedded store")
-    p.add_argument("--experiment", default="evaluation")
+    p.add_argument("--experiment", default="evaluation", type=cli.name)
     p.add_argument("--sampler", choices=("sde", "posterior", "ode"), help="default: the checkpoint's")
-    p.add_argument("--steps", type=int, help="reverse steps (default: the checkpoint's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tile", type=int)
-    p.add_argument("--overlap", type=int, default=32)
-    p.add_argument("--max-memory-gb", type=float)
+    p.add_argument("--steps", type=cli.positive_int, help="reverse steps (default: the checkpoint's)")
+    p.add_argument("--seed", type=cli.non_negative_int, default=0)
+    p.add_argument("--tile", type=cli.positive_int)
+    p.add_argument("--overlap", type=cli.non_negative_int, default=32)
+    p.add_argument("--max-memory-gb", type=cli.positive_float)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     unknown = sorted(set(args.metrics.split(",")) - set(PIXEL) - set(LEARNED)) if args.metrics else []
@@ -244,11 +244,12 @@ def main(argv: list[str] | None = None) -> Evaluation:
     config = restore = None
     pairs, unmatched = pair_folders(args.gt, restored_dir=args.restored, lq_dir=args.lq)
     if not pairs:
-        raise SystemExit(f"error: no image of {args.gt} has a match (by file stem) in {args.restored or args.lq}")
+        raise cli.UserError(f"no image of {args.gt} has a match (by file stem) in {args.restored or args.lq}")
     for line in unmatched:
         logger.warning("not scored: %s", line)
     if args.checkpoint is not None:
-        method, net, config = load_checkpoint(args.checkpoint, device=device)
+        with cli.user_input(f"--checkpoint {args.checkpoint}"):
+            method, net, config = load_checkpoint(args.checkpoint, device=device)
         # restore.py's seeds: --seed plus the image's index in the input folder
         seeds = {path.stem: args.seed + i for i, path in enumerate(list_inputs(args.lq))}
 
@@ -271,7 +272,7 @@ def main(argv: list[str] | None = None) -> Evaluation:
                              save_dir=save_dir)
     result.skipped[:0] = unmatched
     if not result.rows:
-        raise SystemExit(f"error: none of the {len(pairs)} matched images could be scored: {'; '.join(result.skipped[:3])}")
+        raise cli.UserError(f"none of the {len(pairs)} matched images could be scored: {'; '.join(result.skipped[:3])}")
     write_outputs(result, out_dir)
     log_evaluation(result, args, out_dir)
     print(result.table())
@@ -302,4 +303,4 @@ def log_evaluation(result: Evaluation, args: argparse.Namespace, out_dir: Path) 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main()
+    cli.run(main, prog="pipelines/evaluate.py")

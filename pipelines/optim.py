@@ -45,8 +45,8 @@ class OptimConfig:
             raise ValueError(f"optim.lr must be > 0, got {self.lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"optim.betas must be two values in [0, 1), got {self.betas}")
-        if not 0 <= self.eta_min < self.lr:
-            raise ValueError(f"optim.eta_min must be in [0, optim.lr={self.lr}), got {self.eta_min}")
+        if not 0 <= self.eta_min <= self.lr:
+            raise ValueError(f"optim.eta_min must be in [0, optim.lr={self.lr}], got {self.eta_min}")
         for name in ("gamma", "phase_a_gamma"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"optim.{name} must be in (0, 1], got {getattr(self, name)}")

@@ -213,6 +213,7 @@ def _merge_file(tree: dict, path: str) -> dict:
                 set_dotted(tree, key, value)
         if "seed" in overlay:
             tree["data"]["seed"] = tree["seed"]
+        RunConfig.from_dict(tree)  # validated here, so an error names this file
     except ValueError as error:
         raise ValueError(f"--config {path}: {error}") from error
     return tree

@@ -11,7 +11,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse
 import csv
 import json
 import logging
@@ -22,6 +21,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 from mlflow.tracking import MlflowClient
+
+from pipelines import cli
 
 logger = logging.getLogger(__name__)
 
@@ -179,16 +180,16 @@ def _setting_order(label: str) -> tuple:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="tuning/report.py", description=__doc__.split("\n")[0])
-    parser.add_argument("study", help="study name (folder under <storage>/sweeps/)")
+    parser = cli.Parser(prog="tuning/report.py", description=__doc__.split("\n")[0])
+    parser.add_argument("study", type=cli.name, help="study name (folder under <storage>/sweeps/)")
     parser.add_argument("--storage-path", default="runs")
     args = parser.parse_args(argv)
     study_dir = Path(args.storage_path).expanduser().resolve() / "sweeps" / args.study
     if not (study_dir / "sweep.json").exists():
-        raise SystemExit(f"no study at {study_dir} (run tuning/sweep_refusion.py --study {args.study} first)")
+        raise cli.UserError(f"no study at {study_dir} (run tuning/sweep_refusion.py --study {args.study} first)")
     out_dir = write_report(study_dir)
     print((out_dir / "table.md").read_text() + f"\nreport: {out_dir}", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main, prog="tuning/report.py")

@@ -27,7 +27,8 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from pipelines import tracking
+from pipelines import cli, tracking
+from pipelines.data import check_data
 from pipelines.recipes import RECIPES, RunConfig, apply_overrides
 from tuning import report
 from tuning.spaces import STUDIES, Study, is_grid_only, load_space
@@ -36,36 +37,38 @@ from tuning.trainable import CloseTrialRuns, SweepContext, close_interrupted_run
 logger = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.json"
+# What a trial reports to Tune (train.save_and_report): what --metric may rank by.
+REPORTED_METRICS = ("loss", *report.VAL_METRICS, *report.INPUT_METRICS, "val/psnr_gain")
 DRIVER_CPUS = 0.25  # the trial's own process only waits on its TorchTrainer; workers book their own CPUs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tuning/sweep_refusion.py", description=__doc__.split("\n")[0])
+    parser = cli.Parser(prog="tuning/sweep_refusion.py", description=__doc__.split("\n")[0])
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--study", choices=[*STUDIES, "all"], help="a Refusion ablation (grid search)")
     which.add_argument("--space", help="YAML space of dotted keys (see tuning/spaces.py::load_space)")
-    parser.add_argument("--name", help="study folder / MLflow name for --space (default: the file's stem)")
+    parser.add_argument("--name", type=cli.name, help="study folder / MLflow name for --space (default: the file's stem)")
     parser.add_argument("--recipe", default="debug", help=f"base recipe, one of {sorted(RECIPES)}")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the recipe")
-    parser.add_argument("--budget", type=int, help="training steps per trial (default: the recipe's)")
-    parser.add_argument("--num-reports", type=int, default=4, help="validations/checkpoints/Tune reports per trial")
+    parser.add_argument("--budget", type=cli.positive_int, help="training steps per trial (default: the recipe's)")
+    parser.add_argument("--num-reports", type=cli.positive_int, default=4, help="validations/checkpoints/Tune reports per trial")
     parser.add_argument("--search", choices=("grid", "random"), default="grid")
-    parser.add_argument("--num-samples", type=int, default=1, help="samples of the space (--search random)")
+    parser.add_argument("--num-samples", type=cli.positive_int, default=1, help="samples of the space (--search random)")
     parser.add_argument("--asha", action="store_true", help="ASHA early stopping on --metric")
-    parser.add_argument("--grace-period", type=int, default=1, help="ASHA: reports before a trial can stop")
-    parser.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA: keep 1/rf per rung")
-    parser.add_argument("--metric", default="loss", help="reported metric ASHA ranks trials by")
+    parser.add_argument("--grace-period", type=cli.positive_int, default=1, help="ASHA: reports before a trial can stop")
+    parser.add_argument("--reduction-factor", type=cli.positive_float, default=2.0, help="ASHA: keep 1/rf per rung")
+    parser.add_argument("--metric", default="loss", choices=REPORTED_METRICS, help="reported metric ASHA ranks trials by")
     parser.add_argument("--mode", choices=("min", "max"), default="min")
-    parser.add_argument("--max-concurrent-trials", type=int, help="default: as many as the cluster fits")
-    parser.add_argument("--num-workers", type=int, help="Train workers per trial (default: the recipe's, at least 1)")
-    parser.add_argument("--cpus-per-trial", type=float, help="CPUs of a trial's Train workers, split among them")
-    parser.add_argument("--gpus-per-trial", type=int, default=0, help="GPUs per trial: one Train worker per GPU")
+    parser.add_argument("--max-concurrent-trials", type=cli.positive_int, help="default: as many as the cluster fits")
+    parser.add_argument("--num-workers", type=cli.positive_int, help="Train workers per trial (default: the recipe's, at least 1)")
+    parser.add_argument("--cpus-per-trial", type=cli.positive_float, help="CPUs of a trial's Train workers, split among them")
+    parser.add_argument("--gpus-per-trial", type=cli.non_negative_int, default=0, help="GPUs per trial: one Train worker per GPU")
     parser.add_argument("--resume", action="store_true", help="continue the study with Tuner.restore")
     parser.add_argument("--storage-path", default="runs", help="local folder holding sweeps/ and the MLflow store")
     parser.add_argument("--mlflow-uri", help="tracking server (default: the embedded SQLite store of pipelines)")
-    parser.add_argument("--experiment", default="refusion-sweeps", help="MLflow experiment")
+    parser.add_argument("--experiment", default="refusion-sweeps", type=cli.name, help="MLflow experiment")
     parser.add_argument("--ray-address", help="Ray cluster to join; 'local' starts a new one (default: ray.init())")
-    parser.add_argument("--num-cpus", type=int, help="logical CPUs of a newly started local Ray")
+    parser.add_argument("--num-cpus", type=cli.positive_int, help="logical CPUs of a newly started local Ray")
     parser.add_argument("--no-report", action="store_true", help="skip tuning/report.py at the end")
     return parser.parse_args(argv)
 
@@ -73,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def base_config(args: argparse.Namespace) -> RunConfig:
     """The recipe with --set overrides, the step budget, the report cadence and per-trial resources."""
     if args.recipe not in RECIPES:
-        raise SystemExit(f"unknown recipe {args.recipe!r}; choose from {sorted(RECIPES)}")
+        raise cli.UserError(f"unknown recipe {args.recipe!r}; choose from {sorted(RECIPES)}")
     config = apply_overrides(RECIPES[args.recipe](), sets=args.set)
     num_steps = args.budget or config.train.num_steps
     every = max(1, math.ceil(num_steps / args.num_reports))
@@ -95,8 +98,23 @@ def study_spec(args: argparse.Namespace, study_name: str, *, num_steps: int) -> 
         return study.space(), study.question
     space = load_space(args.space)
     if args.search == "grid" and not is_grid_only(space):
-        raise SystemExit("--space has sampled domains (choice/uniform/...): use --search random --num-samples N")
+        raise cli.UserError("--space has sampled domains (choice/uniform/...): use --search random --num-samples N")
     return space, ", ".join(space)
+
+
+def check_inputs(args: argparse.Namespace, study_name: str) -> None:
+    """Raise UserError for a bad recipe, override, space file, data source or missing study state (no Ray needed)."""
+    study_dir = Path(args.storage_path).expanduser().resolve() / "sweeps" / study_name
+    if args.resume:
+        with cli.user_input(f"--resume {study_name}"):
+            SweepContext(**json.loads((study_dir / SWEEP_FILE).read_text())["context"])
+        return
+    with cli.user_input(f"--space {args.space}" if args.space else None):
+        config = base_config(args)
+        study_spec(args, study_name, num_steps=config.train.num_steps)
+    if args.asha and args.reduction_factor <= 1:
+        raise cli.UserError(f"--reduction-factor {args.reduction_factor}: must be > 1")
+    check_data(config.data)
 
 
 def run_study(args: argparse.Namespace, study_name: str) -> Path:
@@ -107,13 +125,13 @@ def run_study(args: argparse.Namespace, study_name: str) -> Path:
         saved = json.loads((study_dir / SWEEP_FILE).read_text())
         context = SweepContext(**saved["context"])
         if not tune.Tuner.can_restore(str(study_dir / "tune")):
-            raise SystemExit(f"--resume: no Tune state under {study_dir / 'tune'}")
+            raise cli.UserError(f"--resume: no Tune state under {study_dir / 'tune'}")
         MlflowClient(context.tracking_uri).update_run(context.parent_run_id, status="RUNNING")
         tuner = tune.Tuner.restore(str(study_dir / "tune"), trainable=trainable(context), resume_unfinished=True,
                                    resume_errored=True)
     else:
         if (study_dir / SWEEP_FILE).exists():
-            raise SystemExit(f"{study_dir} exists: pass --resume to continue it, or remove it")
+            raise cli.UserError(f"{study_dir} exists: pass --resume to continue it, or remove it")
         config = base_config(args)
         space, question = study_spec(args, study_name, num_steps=config.train.num_steps)
         context = new_context(args, study_name, config, space=space, question=question)
@@ -161,7 +179,7 @@ def new_context(args: argparse.Namespace, study_name: str, config: RunConfig, *,
         tags={"sweep.study": study_name, "sweep.role": "parent"},
     )
     if parent.run_id is None:
-        raise SystemExit(f"MLflow at {uri} is not usable; a sweep needs it (see the warning above)")
+        raise cli.UserError(f"MLflow at {uri} is not usable; a sweep needs it (see the warning above)")
     experiment_id = MlflowClient(uri).get_run(parent.run_id).info.experiment_id
     return SweepContext(study=study_name, base=config.to_dict(),
                         train_storage=str(storage / "sweeps" / study_name / "train"), tracking_uri=uri,
@@ -194,6 +212,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     names = [args.name or Path(args.space).stem] if args.space else (list(STUDIES) if args.study == "all" else [args.study])
+    for name in names:  # every input problem is found before Ray starts
+        check_inputs(args, name)
     init = {"address": args.ray_address} | ({"num_cpus": args.num_cpus} if args.num_cpus else {})
     ray.init(**init)
     try:
@@ -204,4 +224,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main, prog="tuning/sweep_refusion.py")

@@ -15,6 +15,7 @@ import subprocess
 import time
 import urllib.request
 
+from pipelines import cli
 from pipelines.tracking import embedded_store
 
 
@@ -40,13 +41,17 @@ def wait_until_up(url: str, *, timeout_s: float, process: subprocess.Popen | Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="tuning/ui.py", description=__doc__.split("\n")[0])
+    parser = cli.Parser(prog="tuning/ui.py", description=__doc__.split("\n")[0])
     parser.add_argument("--storage-path", default="runs", help="folder holding mlflow.db (default runs/)")
-    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--port", type=port, default=5000)
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to bind (default loopback only; MLflow has no authentication of its own)")
     args = parser.parse_args(argv)
-    command = server_command(Path(args.storage_path).expanduser().resolve(), host=args.host, port=args.port)
+    storage = Path(args.storage_path).expanduser().resolve()
+    if not (storage / "mlflow.db").is_file():
+        raise cli.UserError(f"--storage-path {args.storage_path}: no mlflow.db in {storage} (train or sweep first, "
+                            "or point it at the folder that holds the runs)")
+    command = server_command(storage, host=args.host, port=args.port)
     print(f"MLflow UI: http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
     try:
         subprocess.run(command, check=True)
@@ -54,5 +59,12 @@ def main(argv: list[str] | None = None) -> None:
         pass
 
 
+def port(text: str) -> int:
+    value = cli.positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (1-65535)")
+    return value
+
+
 if __name__ == "__main__":
-    main()
+    cli.run(main, prog="tuning/ui.py")

@@ -301,6 +301,11 @@ def test_paired_folders_without_any_pair_raise(tmp_path):
         ("optim.lr=-1", ["optim.lr", "> 0"]),
         ("method.kind=vae", ["method.kind", "refusion", "'vae'"]),
         ("seed=-3", ["seed=-3", "[0, 2**32)"]),
+        ("method.T=0", ["T >= 1", "max_sigma > 0", "got 0"]),
+        ("method.max_sigma=-5", ["max_sigma > 0", "-5.0"]),
+        ("optim.eta_min=1", ["optim.eta_min", "[0, optim.lr=0.01]", "got 1.0"]),
+        ("optim.gamma=2", ["optim.gamma", "(0, 1]", "2.0"]),
+        ("train.ema_beta=.nan", ["train.ema_beta", "finite", "nan"]),
     ],
 )
 def test_bad_config_value_names_the_field_and_the_allowed_values(override, expected):

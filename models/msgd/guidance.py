@@ -32,7 +32,7 @@ class GuidanceConfig:
     def __post_init__(self) -> None:
         if not self.scales or min(self.scales) < 1 or list(self.scales) != sorted(set(self.scales)):
             raise ValueError(f"guidance.scales must be increasing distinct values >= 1, got {self.scales}")
-        if self.channels < 1 or self.channels % self.norm_groups:
+        if self.norm_groups < 1 or self.channels < 1 or self.channels % self.norm_groups:
             raise ValueError(f"guidance.channels must be a multiple of norm_groups, got {self.channels}")
         if self.num_res_blocks < 0 or self.noise_std < 0:
             raise ValueError(f"guidance: need num_res_blocks >= 0 and noise_std >= 0, got {self}")

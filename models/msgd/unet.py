@@ -27,6 +27,8 @@ class UNetConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.base_channels < 1 or self.norm_groups < 1 or min(self.channel_mults, default=0) < 1:
+            raise ValueError(f"unet: base_channels, norm_groups and channel_mults must be >= 1, got {self}")
         if not self.channel_mults or any(self.base_channels * m % self.norm_groups for m in self.channel_mults):
             raise ValueError(f"unet: base_channels * each of {self.channel_mults} must be a multiple of "
                              f"norm_groups={self.norm_groups}, base_channels={self.base_channels}")

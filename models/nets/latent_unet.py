@@ -26,7 +26,7 @@ class LatentUNetConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ch_mult", tuple(self.ch_mult))
-        if len(self.ch_mult) < 1 or min(self.ch_mult) < 1 or self.ch < 1 or self.embed_dim < 1:
+        if len(self.ch_mult) < 1 or min(self.ch_mult) < 1 or min(self.ch, self.embed_dim, self.in_channels) < 1:
             raise ValueError(f"ch, ch_mult and embed_dim must be positive and ch_mult non-empty, got {self}")
 
     @property

@@ -68,6 +68,9 @@ class OSEDiffConfig:
             raise ValueError(f"loss weights must be >= 0, got {weights}")
         if not 0 <= self.vsd_t_min < self.vsd_t_max <= 1000:
             raise ValueError(f"need 0 <= vsd_t_min < vsd_t_max <= 1000, got {self.vsd_t_min}, {self.vsd_t_max}")
+        if self.cfg_vsd < 0 or not 0 < self.tagger_threshold < 1:
+            raise ValueError(f"need cfg_vsd >= 0 and tagger_threshold in (0, 1), got {self.cfg_vsd}, "
+                             f"{self.tagger_threshold}")
         if self.prompt_file is not None and self.tagger_path is not None:
             raise ValueError("set at most one of prompt_file and tagger_path")
         if not self.train_resize_modes or set(self.train_resize_modes) - set(RESIZE_MODES):

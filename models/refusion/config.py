@@ -50,6 +50,8 @@ class RefusionConfig:
         _check_choice("upsample", self.upsample, UPSAMPLE_MODES)
         if self.scale < 1:
             raise ValueError(f"scale must be >= 1, got {self.scale}")
+        if self.T < 1 or not self.max_sigma > 0 or not 0 < self.eps < 1:
+            raise ValueError(f"need T >= 1, max_sigma > 0 and eps in (0, 1), got {self.T}, {self.max_sigma}, {self.eps}")
         if self.num_steps is not None and not 1 <= self.num_steps <= self.T:
             raise ValueError(f"num_steps must be in [1, T={self.T}] or None, got {self.num_steps}")
         if self.latent is not None and self.latent.embed_dim != self.net.img_channels:

@@ -219,18 +219,6 @@ def test_no_usable_sample_is_one_error_naming_the_folder_and_the_reasons(tmp_pat
         check_data(_data_config(root))
 
 
-@pytest.mark.slow
-def test_ray_data_stream_never_runs_dry_on_bad_files_with_any_number_of_workers(tmp_path, ray_local):
-    config = _data_config(_mixed_folder(tmp_path / "mixed"), num_cpu_workers=1, batch_size=4)
-    rows = build_train_dataset(config, num_samples=18).take_all()  # two epochs over 9 samples, 6 of them bad
-    names = [Path(s.name).stem for s in config.source.manifest().samples]
-    assert [r["index"] for r in rows] == list(range(18))
-    assert sorted({names[r["sample_id"]] for r in rows}) == ["good_a", "good_b", "tiny_1x1"]
-    two = build_train_dataset(dataclasses.replace(config, num_cpu_workers=2), num_samples=18).take_all()
-    assert [r["sample_id"] for r in two] == [r["sample_id"] for r in rows]
-    assert all(np.array_equal(a["hq"], b["hq"]) and np.array_equal(a["lq"], b["lq"]) for a, b in zip(rows, two))
-
-
 def test_parquet_rows_without_image_bytes_are_left_out_counted_and_named(tmp_path, caplog):
     images = [_png(_photo()), None, b"not an image", _png(_photo(40, 50))]
     pq.write_table(pa.table({"image": pa.array(images, pa.binary()), "name": ["a", "b", "c", "d"]}),

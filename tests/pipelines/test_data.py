@@ -295,9 +295,10 @@ def test_ray_dataset_end_to_end_with_iter_torch_batches_replaces_bad_files(tmp_p
 
 @pytest.mark.slow
 def test_ray_stream_is_identical_for_1_and_2_workers_and_resumes_from_start_index(tmp_path, ray_local):
+    """With bad files in the folder too: their places are taken by the same stand-ins whatever the workers."""
     from pipelines.data import build_train_dataset
 
-    config = _config(_folder(tmp_path, [(48, 48), (40, 56), (64, 40), (56, 56)]), batch_size=2)
+    config = _config(_folder(tmp_path, [(48, 48), (40, 56), (64, 40), (56, 56)], bad=BAD_FILES), batch_size=2)
     one = _collect(build_train_dataset(config, num_samples=12))
     two = _collect(build_train_dataset(dataclasses.replace(config, num_cpu_workers=2), num_samples=12))
     tail = _collect(build_train_dataset(dataclasses.replace(config, num_cpu_workers=2), num_samples=7, start_index=5))

@@ -94,7 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"size {args.size}^2, batch {args.batch}, device {device}, torch {torch.__version__}")
-    print(f"| method | trainable params (M) | train step (s) | restore 1 image (s) | sampler net evals |")
+    print("| method | trainable params (M) | train step (s) | restore 1 image (s) | sampler net evals |")
     print("|---|---|---|---|---|")
     for name, method, evals in _methods(args.tiny, args.sampling_steps):
         row = bench(name, method, evals, size=args.size, batch=args.batch, device=device, repeats=args.repeats)

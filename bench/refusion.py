@@ -9,7 +9,6 @@ Restoration runs `--steps` reverse steps and also prints the time projected to t
 """
 
 import argparse
-import dataclasses
 import time
 from collections.abc import Callable
 

@@ -4,7 +4,6 @@ Each test pins the behaviour reported in cluster/BAD_INPUT.md (the README's bad-
 """
 
 import collections
-import dataclasses
 import io
 import logging
 import pickle
@@ -27,7 +26,6 @@ from pipelines.data import (
     DataConfig,
     DataError,
     PairMaker,
-    build_train_dataset,
     build_val_set,
     check_data,
     locate,

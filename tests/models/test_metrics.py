@@ -1,5 +1,6 @@
 import logging
 
+import pytest
 import torch
 
 from models.metrics import ImageMetrics, alexnet_weights_cached, build_lpips
@@ -32,3 +33,18 @@ def test_lpips_without_cached_weights_is_random_but_reproducible_and_warns(caplo
         assert any("random backbone" in r.message for r in caplog.records)
     hq, noisy = _pair()
     assert torch.equal(first(noisy, hq), second(noisy, hq))
+
+
+@pytest.mark.parametrize("test_y_channel,crop_border", [(True, 0), (False, 4)])
+def test_separable_ssim_matches_pyiqas_ssim(test_y_channel, crop_border):
+    import pyiqa
+
+    from models.metrics import SeparableSSIM
+
+    g = torch.Generator().manual_seed(0)
+    hq = torch.rand(2, 3, 70, 60, generator=g)
+    out = (hq + 0.1 * torch.randn(2, 3, 70, 60, generator=g)).clamp(0, 1)
+    reference = pyiqa.create_metric("ssim", device="cpu", test_y_channel=test_y_channel, color_space="ycbcr",
+                                    crop_border=crop_border)
+    ours = SeparableSSIM(test_y_channel=test_y_channel, crop_border=crop_border)
+    torch.testing.assert_close(ours(out, hq), reference(out, hq).reshape(-1), atol=2e-6, rtol=0)

@@ -19,21 +19,23 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def ray_head(env: dict[str, str], *, num_cpus: int = 4) -> Iterator[tuple[subprocess.Popen, int]]:
-    """(the `ray start --block` process, dashboard port); every port is a free one.
+def ray_head(env: dict[str, str], *, log: Path, num_cpus: int = 4) -> Iterator[tuple[subprocess.Popen, int]]:
+    """(the `ray start --block` process, dashboard port); every port is a free one. Its output goes to `log`, for
+    the assertion messages (tests.held_runs.tail).
 
     Another test's local Ray may still hold Ray's default ports: a dashboard agent that cannot bind 52365
     leaves the job API answering "No available agent to submit job" for good, so no default is used.
     """
     dashboard = free_port()
     ports = [f"--{flag}={free_port()}" for flag in AGENT_PORT_FLAGS]
-    head = subprocess.Popen(
-        ["ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--dashboard-port={dashboard}",
-         f"--num-cpus={num_cpus}", "--include-dashboard=true", *ports],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    try:
-        yield head, dashboard
-    finally:
-        head.terminate()  # `ray start --block` stops the processes of this cluster only
-        head.wait(timeout=60)
+    with open(log, "w") as out:
+        head = subprocess.Popen(
+            ["ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--dashboard-port={dashboard}",
+             f"--num-cpus={num_cpus}", "--include-dashboard=true", *ports],
+            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            yield head, dashboard
+        finally:
+            head.terminate()  # `ray start --block` stops the processes of this cluster only
+            head.wait(timeout=60)

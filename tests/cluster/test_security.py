@@ -7,9 +7,11 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
+from tests.held_runs import tail
 from tests.ray_head import ROOT, ray_head
 from tuning.ui import server_command
 
@@ -23,15 +25,15 @@ def _get(url: str, token: str | None = None) -> int:
         return e.code
 
 
-def _wait_for_answer(url: str, *, head, timeout: float = 120) -> None:
+def _wait_for_answer(url: str, *, head, log: Path, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        assert head.poll() is None, f"ray start exited with {head.returncode}"
+        assert head.poll() is None, f"ray start exited with {head.returncode}: {tail(log)}"
         try:
             _get(url)
             return
         except OSError:
-            assert time.monotonic() < deadline, f"{url} did not come up"
+            assert time.monotonic() < deadline, f"{url} did not come up: {tail(log)}"
             time.sleep(1)
 
 
@@ -43,14 +45,14 @@ def _non_loopback_address() -> str | None:
 
 
 @pytest.mark.slow
-def test_dashboard_listens_on_loopback_and_requires_the_token():
+def test_dashboard_listens_on_loopback_and_requires_the_token(tmp_path):
     token = secrets.token_hex(32)
     env = os.environ | {"PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
                         "RAY_AUTH_TOKEN": token}
     env.pop("RAY_ADDRESS", None)
-    with ray_head(env, num_cpus=1) as (head, port):
+    with ray_head(env, num_cpus=1, log=tmp_path / "ray_head.log") as (head, port):
         url = f"http://127.0.0.1:{port}/api/jobs/"
-        _wait_for_answer(url, head=head)
+        _wait_for_answer(url, head=head, log=tmp_path / "ray_head.log")
         assert _get(url) == 401
         assert _get(url, token="not-the-token") in (401, 403)
         assert _get(url, token=token) == 200

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.held_runs import tail
 from tests.ray_head import free_port
 from tests.tuning.conftest import ROOT, study_runs
 from tuning.ui import server_command, wait_until_up
@@ -28,14 +29,19 @@ pytestmark = [
 
 
 @pytest.fixture
-def mlflow_ui(two_trial_study):
+def mlflow_ui(two_trial_study, tmp_path):
     port = free_port()
+    log_path = tmp_path / "mlflow_server.log"
+    log = log_path.open("w")
     # Own process group: the server's workers are stopped with it.
-    server = subprocess.Popen(server_command(two_trial_study, port=port), cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(server_command(two_trial_study, port=port), cwd=ROOT, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(url, timeout_s=120, process=server)
+        try:
+            wait_until_up(url, timeout_s=120, process=server)
+        except (RuntimeError, TimeoutError) as error:
+            raise AssertionError(f"{error}: {tail(log_path)}") from error
         yield url
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -44,6 +50,7 @@ def mlflow_ui(two_trial_study):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+        log.close()
 
 
 def test_compare_page_lists_both_trials_with_the_swept_parameter(two_trial_study, mlflow_ui):

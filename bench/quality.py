@@ -4,6 +4,8 @@
     python -m bench.quality --method refusion-denoise              # one method, its default budget
     python -m bench.quality --method diffir-sr --minutes 5         # steps scaled to about 5 minutes here
     python -m bench.quality --method all                           # every method, then the README table
+    python -m bench.quality --method diffir-realsr --drealsr DIR   # trained on Real-ESRGAN degradations,
+                                                                   # scored on DRealSR's real x4 pairs
 
 Ends with `NAME: input X dB -> output Y dB (gain +Z dB) on N held-out images`. The held-out photos (chelsea
 and coffee, `data.val_images=2`) are never trained on; validation is their centred 256^2 (SR: 128^2 lq) crops.
@@ -178,6 +180,74 @@ def score_at_step_0(config: RunConfig) -> dict[str, float]:
 OSEDIFF_MINUTES = 2.3  # osediff_tiny_sr's default steps on the 2-core machine
 
 
+REAL_SR_MINUTES = 9.0  # diffir_realsr_s1 + s2 default steps on the 2-core machine
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RealWorldResult:
+    """A model trained on synthetic degradations, scored on real LR/HR pairs beside the bicubic upsampling of the
+    same LR (Y-channel PSNR/SSIM, protocol sr-y, as the real-world SR papers' tables)."""
+
+    bicubic: dict[str, float]
+    output: dict[str, float]
+    num_images: int
+    synthetic: QualityResult  # the held-out photos with synthetic degradations, from the same run
+
+    def line(self) -> str:
+        gain = self.output["psnr"] - self.bicubic["psnr"]
+        return (f"diffir-realsr on DRealSR: bicubic {self.bicubic['psnr']:.2f} dB / {self.bicubic['ssim']:.4f} -> "
+                f"output {self.output['psnr']:.2f} dB / {self.output['ssim']:.4f} (gain {gain:+.2f} dB) "
+                f"on {self.num_images} real pairs")
+
+
+def run_realsr(drealsr: Path, *, minutes: float | None = None, storage_path: str = "runs",
+               mlflow_uri: str | None = None) -> RealWorldResult:
+    """Train DiffIR S1 -> S2 on Real-ESRGAN degradations of the bundled photos, then score DRealSR's real x4 pairs
+    (`drealsr/test_LR`, `drealsr/test_HR`; not shipped: give the folder) against bicubic."""
+    stages = (recipes.diffir_realsr_s1, recipes.diffir_realsr_s2)
+    factor = 1.0 if minutes is None else minutes / REAL_SR_MINUTES
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    started, previous, config, result = time.perf_counter(), None, None, None
+    for stage in stages:
+        config = scaled(stage(previous), factor, num_validations=1)
+        config = dataclasses.replace(config, name=f"diffir-realsr-{stamp}-{config.name}", storage_path=storage_path)
+        result = run_training(config, mlflow_uri=mlflow_uri, experiment="quality")
+        previous = result.checkpoint[0]
+    m = result.metrics
+    synthetic = QualityResult(name="diffir-realsr", lq_psnr=m["val/lq_psnr"], psnr=m["val/psnr"],
+                              lq_ssim=m["val/lq_ssim"], ssim=m["val/ssim"], psnr_start=None, baseline_psnr=None,
+                              num_images=config.train.num_val_images, minutes=(time.perf_counter() - started) / 60,
+                              checkpoint=previous)
+    bicubic, output, num_images = score_real_pairs(Path(previous), drealsr)
+    return RealWorldResult(bicubic=bicubic, output=output, num_images=num_images, synthetic=synthetic)
+
+
+def score_real_pairs(checkpoint: Path, folder: Path, *, device: torch.device = torch.device("cpu")
+                     ) -> tuple[dict[str, float], dict[str, float], int]:
+    """(bicubic means, model means, pairs) of PSNR/SSIM (sr-y) on folder/test_LR -> folder/test_HR, through
+    evaluate.py's pairing and scoring and restore.py's restore (seed = index, as restore.py numbers images)."""
+    from pipelines.evaluate import pair_folders, score_pairs
+    from pipelines.restore import load_checkpoint, restore_image
+
+    pairs, unmatched = pair_folders(folder / "test_HR", lq_dir=folder / "test_LR")
+    if unmatched:
+        logger.warning("DRealSR: %d files without a partner: %s", len(unmatched), ", ".join(unmatched[:5]))
+    method, net, config = load_checkpoint(checkpoint, device=device)
+    scale, protocol = config.method.scale, PROTOCOLS["sr-y"]
+    seeds = {pair.stem: i for i, pair in enumerate(pairs)}
+
+    def bicubic(lq_BCHW: torch.Tensor, pair) -> torch.Tensor:
+        return upsample_input(lq_BCHW, (lq_BCHW.shape[-2] * scale, lq_BCHW.shape[-1] * scale))
+
+    def model(lq_BCHW: torch.Tensor, pair) -> torch.Tensor:
+        return restore_image(method, net, lq_BCHW, scale=scale, seed=seeds[pair.stem], sampler=None, steps=None,
+                             tile=None, overlap=32, max_memory_gb=None, progress=False)
+
+    scores = [score_pairs(pairs, protocol, ["psnr", "ssim"], device=device, weights_dir=None, restore=fn)
+              for fn in (bicubic, model)]
+    return scores[0].means(), scores[1].means(), len(scores[1].rows)
+
+
 def classical_baseline(kind: str, hqs: list[np.ndarray], lqs: list[np.ndarray], *, protocol: Protocol) -> float:
     """Mean PSNR of a classical restorer on the validation pairs: OpenCV non-local means with h set to the
     noise level estimated from the lq itself (blind, as the model is), or bicubic upsampling."""
@@ -226,7 +296,8 @@ def table(results: list[QualityResult]) -> str:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--method", required=True, choices=[*BENCHES, "osediff", "all"])
+    parser.add_argument("--method", required=True, choices=[*BENCHES, "osediff", "diffir-realsr", "all"])
+    parser.add_argument("--drealsr", type=Path, help="diffir-realsr: DRealSR's folder (test_LR/, test_HR/), not shipped")
     parser.add_argument("--minutes", type=float, help="scale the steps to about this many minutes on the 2-core machine")
     parser.add_argument("--storage-path", default="runs", help="runs and the MLflow store (experiment quality)")
     parser.add_argument("--mlflow-uri")
@@ -235,6 +306,11 @@ def main(argv: list[str] | None = None) -> None:
     names = list(BENCHES) if args.method == "all" else [n for n in [args.method] if n in BENCHES]
     results = [run_bench(n, **options) for n in names]
     learning = run_osediff(**options) if args.method in ("osediff", "all") else None
+    real = None
+    if args.method == "diffir-realsr" or (args.method == "all" and args.drealsr is not None):
+        if args.drealsr is None:
+            parser.error("--method diffir-realsr needs --drealsr DIR (DRealSR's test_LR/ and test_HR/)")
+        real = run_realsr(args.drealsr, **options)
     if results:
         print(table(results))
     if learning is not None:
@@ -246,6 +322,9 @@ def main(argv: list[str] | None = None) -> None:
         print(r.start_line())
     for r in results:
         print(r.line(), flush=True)
+    if real is not None:
+        print(f"{real.synthetic.line()} (synthetic Real-ESRGAN degradations)")
+        print(real.line(), flush=True)
 
 
 if __name__ == "__main__":

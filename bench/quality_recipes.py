@@ -8,7 +8,7 @@ the paper recipes are in pipelines/recipes.py.
 
 import dataclasses
 
-from degradations import BicubicConfig, GaussianNoiseConfig, MotionBlurConfig
+from degradations import BicubicConfig, GaussianNoiseConfig, MotionBlurConfig, RealESRGANConfig
 from models.diffir import configs as diffir_configs
 from models.msgd import configs as msgd_configs
 from models.nets.latent_unet import TINY_UNET
@@ -71,6 +71,19 @@ def _diffir_tiny_sr(**kw):
 
 
 SR_DATA = _photos(BicubicConfig(scale=4), patch_size=96)
+# Real-ESRGAN's second-order degradation (its defaults, x4) on 96^2 HQ crops with a 32 px margin for the kernels.
+REAL_SR_DATA = _photos(RealESRGANConfig(), patch_size=96, crop_margin=32)
+
+
+def diffir_realsr_s1(previous: str | None = None) -> RunConfig:
+    """DiffIR stage 1 on x4 SR with Real-ESRGAN's synthetic degradations (blur, noise, JPEG, twice), for the
+    real-world test on DRealSR (bench/quality.py --method diffir-realsr)."""
+    return dataclasses.replace(diffir_sr_s1(), name="diffir_realsr_s1", data=REAL_SR_DATA)
+
+
+def diffir_realsr_s2(previous: str | None) -> RunConfig:
+    """DiffIR stage 2 from diffir_realsr_s1, on the same synthetic degradations."""
+    return dataclasses.replace(diffir_sr_s2(previous), name="diffir_realsr_s2", data=REAL_SR_DATA)
 
 
 def diffir_sr_s1(previous: str | None = None) -> RunConfig:

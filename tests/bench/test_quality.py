@@ -57,3 +57,39 @@ def test_noise_sigma_estimates_gaussian_noise_on_a_photo(sigma):
     noisy = np.clip(np.rint(clean + np.random.default_rng(0).normal(0, sigma, clean.shape)), 0, 255).astype(np.uint8)
     assert noise_sigma(noisy) == pytest.approx(sigma, rel=0.1)
     assert noise_sigma(clean.astype(np.uint8)) < 5  # the photo's own texture is not taken for noise
+
+
+def test_real_pairs_are_scored_for_the_model_and_for_bicubic_by_the_sr_y_protocol(tmp_path):
+    import cv2
+    import numpy as np
+    import skimage.data
+    import torch
+
+    from bench import quality_recipes
+    from bench.quality import score_real_pairs
+    from models.diffir import DiffIR
+    from models.metrics import PROTOCOLS, PixelMetrics, to_8bit_grid
+    from pipelines.batching import to_model
+    from pipelines.checkpoints import write_checkpoint
+    from pipelines.evaluate import upsample_input
+
+    config = quality_recipes.diffir_realsr_s2("")  # stage 2, x4; a blank net stands in for a trained one
+    torch.manual_seed(0)
+    net = DiffIR(config.method).build()
+    write_checkpoint(tmp_path / "ckpt", state={"net": net.state_dict(), "ema": None, "optimizer": {}, "scheduler": {},
+                                               "step": 1}, config=config.to_dict())
+    (tmp_path / "real" / "test_HR").mkdir(parents=True)
+    (tmp_path / "real" / "test_LR").mkdir()
+    photo = skimage.data.chelsea()[:, :, ::-1]
+    for i, (top, left) in enumerate([(0, 0), (100, 200)]):
+        hr = np.ascontiguousarray(photo[top:top + 64, left:left + 64])
+        cv2.imwrite(str(tmp_path / "real" / "test_HR" / f"p{i}_x1.png"), hr)
+        cv2.imwrite(str(tmp_path / "real" / "test_LR" / f"p{i}_x1.png"), cv2.resize(hr, (16, 16), interpolation=cv2.INTER_AREA))
+    bicubic, output, num_images = score_real_pairs(tmp_path / "ckpt", tmp_path / "real")
+    assert num_images == 2 and set(output) == {"psnr", "ssim"} and np.isfinite(list(output.values())).all()
+    pixel, expected = PixelMetrics(PROTOCOLS["sr-y"], device=torch.device("cpu")), []
+    for i in range(2):
+        read = [to_model(torch.from_numpy(cv2.imread(str(tmp_path / "real" / d / f"p{i}_x1.png"))[None, :, :, ::-1].copy()))
+                for d in ("test_LR", "test_HR")]
+        expected.append(pixel.per_image(to_8bit_grid(upsample_input(read[0], (64, 64))), to_8bit_grid(read[1]))["psnr"])
+    assert bicubic["psnr"] == pytest.approx(float(torch.cat(expected).mean()), abs=1e-4)

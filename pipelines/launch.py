@@ -84,12 +84,18 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, tuple[str, int]
         except CheckpointError as error:
             raise cli.UserError(f"--resume {args.resume}: {error}") from error
         base = RunConfig.from_dict(saved_config)
-        check_resume_flags(args, base)
+        check_resume_flags(args, base, sets=sets)
         return apply_overrides(base, files=args.config, sets=sets), (uri, step)
-    args.recipe = args.recipe or "demo"
-    recipe = args.recipe if args.method is None or args.recipe.startswith(args.method) else f"{args.method}_{args.recipe}"
-    if recipe not in RECIPES and args.method is not None and args.recipe in RECIPES:
-        recipe = args.recipe
+    config = apply_overrides(recipe_config(args), files=args.config, sets=sets)
+    name = args.name or f"{config.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    return dataclasses.replace(config, name=name), None
+
+
+def recipe_config(args: argparse.Namespace) -> RunConfig:
+    """The config that --method/--recipe/--smoke-test/--data pick, before --config and --set."""
+    recipe = args.recipe or "demo"
+    if args.method is not None and not recipe.startswith(args.method) and f"{args.method}_{recipe}" in RECIPES:
+        recipe = f"{args.method}_{recipe}"
     if recipe not in RECIPES:
         raise cli.UserError(f"unknown recipe {recipe!r}; choose from {sorted(RECIPES)}")
     config = RECIPES[recipe]()
@@ -99,22 +105,31 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, tuple[str, int]
         config = smoke(config)
     if args.data:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, source=FolderSource(paths=tuple(args.data))))
-    config = apply_overrides(config, files=args.config, sets=sets)
-    name = args.name or f"{config.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-    return dataclasses.replace(config, name=name), None
+    return config
 
 
-def check_resume_flags(args: argparse.Namespace, stored: RunConfig) -> None:
-    """--resume continues the stored config (changed only by --set/--config): refuse flags that say otherwise."""
+def check_resume_flags(args: argparse.Namespace, stored: RunConfig, *, sets: list[str]) -> None:
+    """--resume continues the stored config (changed only by --set/--config). Flags that pick a config
+    (--method, --recipe, --smoke-test, --data) may be repeated from the original command, but must give the
+    stored config (with the same --set/--config); --name must be the run's. Anything else is refused."""
     wrong = []
-    if args.recipe is not None or args.smoke_test:
-        wrong.append("--recipe/--smoke-test pick a new config (change fields with --set)")
     if args.method is not None and args.method != stored.method.kind:
         wrong.append(f"--method {args.method} but the run trains {stored.method.kind}")
+    elif args.data and args.recipe is None and not args.smoke_test:
+        if stored.data.source != FolderSource(paths=tuple(args.data)):
+            wrong.append(f"--data {' '.join(args.data)} but the run trains on {stored.data.source}")
+    elif args.recipe is not None or args.smoke_test or args.data:
+        picked = apply_overrides(recipe_config(args), files=args.config, sets=sets).to_dict()
+        stored_tree = apply_overrides(stored, files=args.config, sets=sets).to_dict()
+        differ = [k for k, v in tracking.flatten(picked).items()
+                  if k not in ("name", "storage_path") and tracking.flatten(stored_tree).get(k) != v]
+        if differ:
+            flags = " ".join(f for f, given in (("--recipe " + str(args.recipe), args.recipe), ("--smoke-test", args.smoke_test),
+                                                ("--data ...", args.data)) if given)
+            wrong.append(f"{flags} gives another config than the run's ({', '.join(differ[:4])}"
+                         f"{' ...' if len(differ) > 4 else ''} differ; change fields with --set)")
     if args.name is not None and args.name != args.resume:
         wrong.append(f"--name {args.name} but --resume names the run {args.resume}")
-    if args.data and stored.data.source != FolderSource(paths=tuple(args.data)):
-        wrong.append(f"--data {' '.join(args.data)} but the run trains on {stored.data.source}")
     if wrong:
         raise cli.UserError(f"--resume {args.resume} continues the stored run: " + "; ".join(wrong))
 

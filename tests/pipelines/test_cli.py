@@ -94,14 +94,14 @@ def test_a_bug_is_not_turned_into_a_user_error():
 
 
 def _stored_run(storage: Path, name: str) -> None:
-    method_config = dataclasses.replace(refusion_tiny(), T=4)
-    make_checkpoint(storage / name / "checkpoint_00000007", method_config)
+    """A checkpoint of the debug recipe (make_checkpoint stores debug() with the given method)."""
+    make_checkpoint(storage / name / "checkpoint_00000007", debug().method)
 
 
 @pytest.mark.parametrize("flags,expected", [
     (["--method", "diffir"], "--method diffir but the run trains refusion"),
-    (["--recipe", "demo"], "--recipe/--smoke-test pick a new config"),
-    (["--smoke-test"], "--recipe/--smoke-test pick a new config"),
+    (["--recipe", "demo"], r"--recipe demo gives another config than the run's \(method.net.width, .*method.T, .* differ"),
+    (["--recipe", "debug", "--smoke-test"], r"--recipe debug --smoke-test gives another config .*train.num_steps"),
     (["--name", "other"], "--name other but --resume names the run stored"),
     (["--data", "/somewhere/else"], "--data /somewhere/else but the run trains on"),
 ])
@@ -115,7 +115,7 @@ def test_resume_refuses_flags_that_contradict_the_stored_run(tmp_path, flags, ex
 def test_resume_accepts_flags_that_agree_with_the_stored_run(tmp_path):
     _stored_run(tmp_path, "stored")
     args = launch.parse_args(["--resume", "stored", "--storage-path", str(tmp_path), "--method", "refusion",
-                              "--name", "stored", "--set", "train.num_steps=60"])
+                              "--recipe", "debug", "--name", "stored", "--set", "train.num_steps=60"])
     config, (uri, step) = launch.resolve_config(args)
     assert step == 7 and config.train.num_steps == 60 and uri.endswith("checkpoint_00000007")
 

@@ -307,8 +307,9 @@ def build_train_dataset(config: DataConfig, *, num_samples: int, start_index: in
     """Rows {"hq": uint8 PxPx3, "lq": uint8 (P/s)x(P/s)x3, "sample_id", "epoch", "index": int64}.
 
     Stream positions start_index .. start_index + num_samples - 1, one row each: a bad sample's place is
-    taken by the next usable one of its epoch (`PairMaker.pair_at`). Order is preserved, so consumers see the same rows in the same order with any worker count. Only the
-    training manifest reaches the actors: no held-out image is ever read here.
+    taken by the next usable one of its epoch (`PairMaker.pair_at`). Order is preserved, so consumers see the
+    same rows in the same order with any worker count. Only the training manifest reaches the actors: no
+    held-out image is ever read here.
     """
     manifest = train_manifest(config)
     ds = ray.data.range(num_samples).map_batches(

@@ -119,10 +119,9 @@ def check_resume_flags(args: argparse.Namespace, stored: RunConfig, *, sets: lis
         if stored.data.source != FolderSource(paths=tuple(args.data)):
             wrong.append(f"--data {' '.join(args.data)} but the run trains on {stored.data.source}")
     elif args.recipe is not None or args.smoke_test or args.data:
-        picked = apply_overrides(recipe_config(args), files=args.config, sets=sets).to_dict()
-        stored_tree = apply_overrides(stored, files=args.config, sets=sets).to_dict()
-        differ = [k for k, v in tracking.flatten(picked).items()
-                  if k not in ("name", "storage_path") and tracking.flatten(stored_tree).get(k) != v]
+        picked = tracking.flatten(apply_overrides(recipe_config(args), files=args.config, sets=sets).to_dict())
+        kept = tracking.flatten(apply_overrides(stored, files=args.config, sets=sets).to_dict())
+        differ = [k for k, v in picked.items() if k not in ("name", "storage_path") and kept.get(k) != v]
         if differ:
             flags = " ".join(f for f, given in (("--recipe " + str(args.recipe), args.recipe), ("--smoke-test", args.smoke_test),
                                                 ("--data ...", args.data)) if given)

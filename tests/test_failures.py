@@ -79,7 +79,9 @@ def _resumed_step(output: str) -> int:
 
 
 @pytest.mark.slow
-def test_killed_driver_resumes_with_resume_flag(tmp_path):
+def test_killed_driver_resumes_from_the_last_readable_checkpoint_with_resume_flag(tmp_path):
+    # One run for two failures: the driver is killed right after checkpoint 6, and that newest checkpoint is
+    # then found half-written, so --resume warns, falls back to checkpoint 3 and loses nothing.
     held, log_path = tmp_path / "held", tmp_path / "driver.log"
     cmd = _cli(tmp_path, "--name", "driver", "--num-workers", "0")
     # A new session: SIGKILL to the group takes the driver and the local Ray it started, as a lost machine would.
@@ -91,24 +93,15 @@ def test_killed_driver_resumes_with_resume_flag(tmp_path):
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert _checkpoint_steps(tmp_path, "driver")[-1] == CKPT_EVERY * 2
-
-    output = _run(_cli(tmp_path, "--resume", "driver"))
-    assert _resumed_step(output) == CKPT_EVERY * 2
-    assert_nothing_lost(tmp_path, "driver", resumed_at=CKPT_EVERY * 2)
-
-
-@pytest.mark.slow
-def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
-    _run(_cli(tmp_path, "--name", "corrupt", "--num-workers", "0", "--set", f"train.num_steps={CKPT_EVERY * 2}"))
-    newest = tmp_path / "corrupt" / checkpoint_name(CKPT_EVERY * 2)
+    assert _checkpoint_steps(tmp_path, "driver")[-2:] == [CKPT_EVERY, CKPT_EVERY * 2], tail(log_path)
+    newest = tmp_path / "driver" / checkpoint_name(CKPT_EVERY * 2)
     state = newest / STATE_FILE
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a half-written file
 
-    output = _run(_cli(tmp_path, "--resume", "corrupt"))
+    output = _run(_cli(tmp_path, "--resume", "driver"))
     assert "WARNING" in output and newest.name in output
     assert _resumed_step(output) == CKPT_EVERY
-    assert_nothing_lost(tmp_path, "corrupt", resumed_at=CKPT_EVERY)
+    assert_nothing_lost(tmp_path, "driver", resumed_at=CKPT_EVERY)
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ def _phased(recipe: str, num_steps: int) -> recipes.RunConfig:
     return dataclasses.replace(
         base, name=recipe, method=method,
         train=dataclasses.replace(base.train, num_steps=num_steps, batch_size=2, val_every=num_steps,
-                                  ckpt_every=num_steps, num_val_images=1, log_every=1),
+                                  ckpt_every=num_steps, num_val_images=0, log_every=1),
     )
 
 

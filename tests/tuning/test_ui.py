@@ -30,11 +30,12 @@ pytestmark = [
 
 @pytest.fixture
 def mlflow_ui(two_trial_study, tmp_path):
+    storage = two_trial_study.storage
     port = free_port()
     log_path = tmp_path / "mlflow_server.log"
     log = log_path.open("w")
     # Own process group: the server's workers are stopped with it.
-    server = subprocess.Popen(server_command(two_trial_study, port=port), cwd=ROOT, stdout=log,
+    server = subprocess.Popen(server_command(storage, port=port), cwd=ROOT, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -56,7 +57,7 @@ def mlflow_ui(two_trial_study, tmp_path):
 def test_compare_page_lists_both_trials_with_the_swept_parameter(two_trial_study, mlflow_ui):
     from playwright.sync_api import sync_playwright
 
-    _, parent, children = study_runs(two_trial_study)
+    _, parent, children = study_runs(two_trial_study.storage)
     children = sorted(children, key=lambda c: float(c.data.params["method.max_sigma"]))
     run_ids = [c.info.run_id for c in children]
     compare = (f"{mlflow_ui}/#/compare-runs?runs={json.dumps(run_ids)}"

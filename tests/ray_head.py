@@ -2,6 +2,8 @@
 and `free_port` for every test that starts a server."""
 
 import contextlib
+import os
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -37,5 +39,13 @@ def ray_head(env: dict[str, str], *, log: Path, num_cpus: int = 4) -> Iterator[t
         try:
             yield head, dashboard
         finally:
-            head.terminate()  # `ray start --block` stops the processes of this cluster only
+            # `ray start --block` stops the processes of this cluster only; it waits up to half a minute for a
+            # finished job's driver and the dashboard to exit, so its session is killed after a few seconds.
+            head.terminate()
+            try:
+                head.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(head.pid, signal.SIGKILL)
             head.wait(timeout=60)

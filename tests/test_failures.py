@@ -115,7 +115,9 @@ def test_killed_data_node_does_not_stop_the_run(tmp_path, monkeypatch):
     monkeypatch.setenv("RESTORATION_TEST_HOLD", hold_env(held, step=CKPT_EVERY)["RESTORATION_TEST_HOLD"])
     # head: the driver and Train's controller (pinned to the driver's node); a train node for the Train worker
     # and a data node for the pair makers, each held to its group by a label selector as on a real cluster.
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    # The GCS marks the lost node dead after 3 missed 1 s health checks (Ray's default: 5 missed 3 s ones).
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}})
     cluster.add_node(num_cpus=2, labels={"ray-subcluster": "train"})
     victim = cluster.add_node(num_cpus=2, labels={"ray-subcluster": "data"})
     cluster.wait_for_nodes()

@@ -1,15 +1,19 @@
 """Token authentication and loopback binding of a real `ray start --head` (RAY_AUTH_MODE=token, token as a
-secret in RAY_AUTH_TOKEN, as cluster/*.yaml pass it), and the MLflow UI's loopback default."""
+secret in RAY_AUTH_TOKEN, as cluster/*.yaml pass it), `ray job submit` to it, and the MLflow UI's loopback
+default."""
 
+import json
 import os
 import secrets
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from tests.held_runs import tail
 from tests.ray_head import ROOT, ray_head
@@ -44,22 +48,51 @@ def _non_loopback_address() -> str | None:
     return None if address.startswith("127.") else address
 
 
-@pytest.mark.slow
-def test_dashboard_listens_on_loopback_and_requires_the_token(tmp_path):
+@pytest.fixture(scope="module")
+def token_head(tmp_path_factory):
+    """(head process, dashboard port, token, log, env) of one token-auth `ray start --head`, shared by the tests
+    of this module: the token is a secret in RAY_AUTH_TOKEN, as cluster/*.yaml pass it."""
     token = secrets.token_hex(32)
     env = os.environ | {"PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
-                        "RAY_AUTH_TOKEN": token}
+                        "RAY_AUTH_TOKEN": token, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
     env.pop("RAY_ADDRESS", None)
-    with ray_head(env, num_cpus=1, log=tmp_path / "ray_head.log") as (head, port):
-        url = f"http://127.0.0.1:{port}/api/jobs/"
-        _wait_for_answer(url, head=head, log=tmp_path / "ray_head.log")
-        assert _get(url) == 401
-        assert _get(url, token="not-the-token") in (401, 403)
-        assert _get(url, token=token) == 200
-        address = _non_loopback_address()
-        if address is not None:  # nothing answers on the machine's network address
-            with pytest.raises(OSError):
-                socket.create_connection((address, port), timeout=5).close()
+    log = tmp_path_factory.mktemp("head") / "ray_head.log"
+    with ray_head(env, log=log) as (head, port):
+        _wait_for_answer(f"http://127.0.0.1:{port}/api/jobs/", head=head, log=log)
+        yield head, port, token, log, env
+
+
+@pytest.mark.slow
+def test_dashboard_listens_on_loopback_and_requires_the_token(token_head):
+    _, port, token, _, _ = token_head
+    url = f"http://127.0.0.1:{port}/api/jobs/"
+    assert _get(url) == 401
+    assert _get(url, token="not-the-token") in (401, 403)
+    assert _get(url, token=token) == 200
+    address = _non_loopback_address()
+    if address is not None:  # nothing answers on the machine's network address
+        with pytest.raises(OSError):
+            socket.create_connection((address, port), timeout=5).close()
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_the_smoke_test_on_the_token_auth_cluster(token_head, tmp_path):
+    head, port, _, head_log, env = token_head
+    submit = ["ray", "job", "submit", "--address", f"http://127.0.0.1:{port}", "--working-dir", ".", "--",
+              "python", "pipelines/train.py", "--smoke-test", "--storage-path", str(tmp_path), "--name", "smoke"]
+    deadline = time.monotonic() + 180  # the job agent comes up after the dashboard's HTTP server
+    while time.monotonic() < deadline:
+        assert head.poll() is None, f"ray start exited with {head.returncode}: {tail(head_log)}"
+        done = subprocess.run(submit, check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        not_up = ("Connection refused", "ConnectionError", "No available agent to submit job")
+        if not any(marker in done.stdout + done.stderr for marker in not_up):
+            break
+        time.sleep(2)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + tail(head_log, 2000)
+    assert "succeeded" in done.stdout + done.stderr
+    assert (tmp_path / "smoke" / "checkpoint_00000008" / "state.pt").is_file()
+    stored = json.loads((tmp_path / "smoke" / "mlflow_run.json").read_text())
+    assert MlflowClient(stored["uri"]).get_run(stored["run_id"]).info.status == "FINISHED"
 
 
 def test_mlflow_ui_binds_to_loopback_unless_asked(tmp_path):

@@ -7,16 +7,12 @@ Regenerate the pinned debug losses after an intended change of the numerics:
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.held_runs import tail
-from tests.ray_head import ray_head
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "assets" / "golden_loss_debug.txt"
@@ -52,31 +48,6 @@ def write_golden(values: dict[int, float]) -> None:
     header = ("# Per-step training loss of the debug recipe in Train local mode (CPU, seed 0).\n"
               "# Regenerate: PYTHONPATH=. .venv/bin/python tests/pipelines/test_train.py --regenerate-golden\n")
     GOLDEN.write_text(header + "".join(f"{step} {loss:.8f}\n" for step, loss in sorted(values.items())))
-
-
-@pytest.mark.slow
-def test_ray_job_submit_runs_the_smoke_test_on_a_token_auth_cluster(tmp_path):
-    # First in the file: it starts its own cluster, before the module's in-process Ray exists.
-    env = os.environ | {"PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
-                        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
-    env.pop("RAY_ADDRESS", None)
-    head_log = tmp_path / "ray_head.log"
-    with ray_head(env, log=head_log) as (head, dashboard):
-        submit = ["ray", "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", ".", "--",
-                  "python", "pipelines/train.py", "--smoke-test", "--storage-path", str(tmp_path), "--name", "smoke"]
-        deadline = time.monotonic() + 180  # the dashboard's job API and job agent come up after the head
-        while time.monotonic() < deadline:
-            assert head.poll() is None, f"ray start exited with {head.returncode}: {tail(head_log)}"
-            done = subprocess.run(submit, check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-            not_up = ("Connection refused", "ConnectionError", "No available agent to submit job")
-            if not any(marker in done.stdout + done.stderr for marker in not_up):
-                break
-            time.sleep(2)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + tail(head_log, 2000)
-        assert "succeeded" in done.stdout + done.stderr
-        assert (tmp_path / "smoke" / "checkpoint_00000008" / "state.pt").is_file()
-        _, run = mlflow_run(tmp_path, "smoke")
-        assert run.info.status == "FINISHED"
 
 
 @pytest.fixture(scope="module")

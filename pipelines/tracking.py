@@ -1,9 +1,10 @@
-"""MLflow tracking: the only module in pipelines/ that imports mlflow.
+"""MLflow tracking: the only module in pipelines/ that imports mlflow, and only when a call needs it.
 
 The driver creates (or reopens) one MLflow run per training run and ends it FINISHED, FAILED or KILLED;
 rank 0 logs metrics and images into that run by id. The embedded default is a SQLite store plus an artifact
 folder inside the run directory; an experiment is created with an explicit artifact location because a
-relative `./mlruns` would land in the Ray worker's scratch directory.
+relative `./mlruns` would land in the Ray worker's scratch directory. mlflow is imported inside the calls
+(about 2 s) so that a Ray worker which unpickles the train loop but never logs does not pay for it.
 """
 
 import logging
@@ -17,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from mlflow.entities import Metric, Param
-from mlflow.tracking import MlflowClient
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ def start_run(
     if uri.startswith(("http://", "https://")) and not _reachable(uri):
         logger.warning("MLflow server %s is unreachable: training continues without tracking", uri)
         return TrackingTarget(uri=uri, run_id=None)
-    client = MlflowClient(uri)
+    client = _client(uri)
     try:
         if resume_run_id is not None:
             client.update_run(resume_run_id, status="RUNNING")
@@ -79,6 +78,8 @@ def start_run(
         else:
             experiment_id = found.experiment_id
         run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+        from mlflow.entities import Param
+
         params = [Param(k, v[:6000]) for k, v in flatten(config).items()]
         client.log_batch(run.info.run_id, params=params)
         client.log_dict(run.info.run_id, config, "config.json")
@@ -94,7 +95,7 @@ def end_run(target: TrackingTarget, status: str) -> None:
         return
     assert status in ("FINISHED", "FAILED", "KILLED"), status
     try:
-        MlflowClient(target.uri).set_terminated(target.run_id, status=status)
+        _client(target.uri).set_terminated(target.run_id, status=status)
     except Exception as err:
         logger.warning("could not mark MLflow run %s as %s: %s", target.run_id, status, err)
 
@@ -104,7 +105,7 @@ def log_artifacts(target: TrackingTarget, local_dir: str | Path, artifact_path: 
     if target.run_id is None:
         return
     try:
-        MlflowClient(target.uri).log_artifacts(target.run_id, str(local_dir), artifact_path)
+        _client(target.uri).log_artifacts(target.run_id, str(local_dir), artifact_path)
     except Exception as err:
         logger.warning("could not log %s to MLflow: %s", local_dir, err)
 
@@ -112,7 +113,7 @@ def log_artifacts(target: TrackingTarget, local_dir: str | Path, artifact_path: 
 def set_tag(target: TrackingTarget, key: str, value: str) -> None:
     if target.run_id is not None:
         try:
-            MlflowClient(target.uri).set_tag(target.run_id, key, value)
+            _client(target.uri).set_tag(target.run_id, key, value)
         except Exception as err:
             logger.warning("could not set MLflow tag %s: %s", key, err)
 
@@ -122,9 +123,11 @@ class Tracker:
 
     def __init__(self, target: TrackingTarget) -> None:
         self.run_id = target.run_id
-        self.client = MlflowClient(target.uri) if target.run_id is not None else None
+        self.client = _client(target.uri) if target.run_id is not None else None
 
     def log_metrics(self, metrics: dict[str, float], *, step: int) -> None:
+        from mlflow.entities import Metric
+
         timestamp = _now_ms()
         self._call(
             lambda: self.client.log_batch(
@@ -167,9 +170,15 @@ def run_url(target: TrackingTarget) -> str | None:
     if target.run_id is None:
         return None
     if target.uri.startswith(("http://", "https://")):
-        run = MlflowClient(target.uri).get_run(target.run_id)
+        run = _client(target.uri).get_run(target.run_id)
         return f"{target.uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{target.run_id}"
     return f"run {target.run_id} (view: mlflow ui --backend-store-uri {target.uri})"
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
 
 
 def _raise_keyboard_interrupt(signum, frame) -> None:
@@ -190,5 +199,5 @@ def _now_ms() -> int:
 
 def metric_history(target: TrackingTarget, key: str) -> list[tuple[int, float]]:
     """(step, value) of every logged value of metric `key` in the target's run, by step."""
-    client = MlflowClient(tracking_uri=target.uri)
+    client = _client(target.uri)
     return sorted((m.step, m.value) for m in client.get_metric_history(target.run_id, key))

@@ -1,6 +1,7 @@
 """Layering and RNG rules of STYLE.md, checked on the source tree with ast."""
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -148,3 +149,12 @@ def test_torch_load_always_uses_weights_only():
                 if not (isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True):
                     bad.append(f"{p.relative_to(ROOT)}:{node.lineno}")
     assert not bad, bad
+
+
+def test_importing_the_train_loop_loads_no_tracking_or_method_only_packages():
+    # A Ray worker unpickles the train loop; mlflow, diffusers and the metric packages are loaded by the calls that use them.
+    heavy = ("mlflow", "diffusers", "peft", "pyiqa", "lpips")
+    code = f"import sys, pipelines.train; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout + proc.stderr

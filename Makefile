@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast ui bench quality browser clean
+.PHONY: demo test test-fast ui head head-stop bench quality browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,15 @@ test-fast: $(STAMP)
 
 ui: $(STAMP)
 	$(PY) tuning/ui.py
+
+# A token-auth Ray head on 127.0.0.1, started from the project's venv (so jobs find ray, torch, ...), whose
+# submitted jobs keep their runs in this checkout's runs/ (RESTORATION_STORAGE), where `make ui` and --resume look.
+head: $(STAMP)
+	RAY_AUTH_MODE=token RESTORATION_STORAGE=$(CURDIR)/runs PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
+		$(VENV)/bin/ray start --head --node-ip-address=127.0.0.1 --dashboard-host=127.0.0.1 --disable-usage-stats
+
+head-stop:
+	$(VENV)/bin/ray stop
 
 bench: $(STAMP)
 	for b in degradations refusion ingest methods osediff; do $(PY) -m bench.$$b || exit 1; done

@@ -10,10 +10,12 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import pickle
 import re
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
@@ -116,3 +118,22 @@ def _number(text: str, kind: type, *, minimum: float, strict: bool = False) -> A
     if not math.isfinite(value) or value < minimum or (strict and value == minimum):
         raise argparse.ArgumentTypeError(f"{text} must be {'>' if strict else '>='} {minimum:g} and finite")
     return value
+
+
+STORAGE_ENV = "RESTORATION_STORAGE"  # where runs live when no --storage-path is given; `make head` sets it
+JOB_STORAGE = "~/restoration/runs"  # under `ray job submit` when RESTORATION_STORAGE is unset
+
+
+def default_storage_path() -> str:
+    """Where runs live without --storage-path: $RESTORATION_STORAGE, else `runs/` of the current folder.
+
+    A driver started by `ray job submit` runs in Ray's temporary copy of the working dir, which is deleted with the
+    job's files: there, without $RESTORATION_STORAGE, runs go to ~/restoration/runs, an absolute folder that
+    outlives the job. `make head` starts the head with $RESTORATION_STORAGE set to the checkout's runs/, so that
+    submitted jobs land where `make ui`, `--resume` and `restore.py` look.
+    """
+    if os.environ.get(STORAGE_ENV):
+        return os.environ[STORAGE_ENV]
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:  # set by Ray's job supervisor for the entrypoint
+        return str(Path(JOB_STORAGE).expanduser())
+    return "runs"

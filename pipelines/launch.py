@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(same as --set method.sd_path=...)")
     parser.add_argument("--name", type=cli.name, help="run name (default: <recipe>-<UTC timestamp>)")
     parser.add_argument("--resume", metavar="NAME", type=cli.name, help="continue run NAME from its latest checkpoint")
-    parser.add_argument("--storage-path", help="where runs live (local dir or s3://...); default runs/")
+    parser.add_argument("--storage-path", help="where runs live (local dir or s3://...); default $RESTORATION_STORAGE, "
+                        "else runs/ (~/restoration/runs for a `ray job submit` driver)")
     parser.add_argument("--num-workers", type=cli.non_negative_int, help="Ray Train workers; 0 = local mode (one process)")
     parser.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per worker, NCCL, bf16 AMP")
     parser.add_argument("--mlflow-uri", help="tracking server, e.g. http://head:5000 (default: embedded SQLite)")
@@ -75,7 +76,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, tuple[str, int]
         if flag is not None:
             sets.append(f"{key}={json.dumps(flag)}")
     if args.resume:
-        storage_path = args.storage_path or "runs"
+        storage_path = args.storage_path or cli.default_storage_path()
         candidates = list_checkpoints(_absolute(storage_path), args.resume)
         if not candidates:
             raise cli.UserError(f"--resume: no checkpoint under {run_uri(storage_path, args.resume)}")
@@ -88,7 +89,10 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, tuple[str, int]
         return apply_overrides(base, files=args.config, sets=sets), (uri, step)
     config = apply_overrides(recipe_config(args), files=args.config, sets=sets)
     name = args.name or f"{config.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-    return dataclasses.replace(config, name=name), None
+    storage_path = config.storage_path
+    if storage_path == RunConfig.__dataclass_fields__["storage_path"].default:  # no flag, --set or --config chose it
+        storage_path = cli.default_storage_path()
+    return dataclasses.replace(config, name=name, storage_path=storage_path), None
 
 
 def recipe_config(args: argparse.Namespace) -> RunConfig:
@@ -168,6 +172,7 @@ def run_training(config: RunConfig, *, resume: tuple[str, int] | None = None, ml
     in MLflow; prints the end-of-run summary. `resume` is (checkpoint uri, step), as `resolve_config` returns."""
     storage_path = _absolute(config.storage_path)
     run = run_uri(storage_path, config.name)
+    logger.info("run %s: checkpoints and MLflow store under %s", config.name, storage_path)
     if resume is None and find_latest_checkpoint(storage_path, config.name) is not None:
         raise cli.UserError(f"{run} already has checkpoints: use --resume {config.name} or another --name")
     start_step = 0 if resume is None else resume[1]

@@ -158,3 +158,10 @@ def test_importing_the_train_loop_loads_no_tracking_or_method_only_packages():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout + proc.stderr
+
+
+def test_importing_osediff_prints_no_kernel_download_warning():
+    proc = subprocess.run([sys.executable, "-c", "import models.osediff.method"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "gemm_4bit" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr

@@ -42,7 +42,8 @@ def wait_until_up(url: str, *, timeout_s: float, process: subprocess.Popen | Non
 
 def main(argv: list[str] | None = None) -> None:
     parser = cli.Parser(prog="tuning/ui.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--storage-path", default="runs", help="folder holding mlflow.db (default runs/)")
+    parser.add_argument("--storage-path", default=cli.default_storage_path(),
+                        help="folder holding mlflow.db (default $RESTORATION_STORAGE, else runs/)")
     parser.add_argument("--port", type=port, default=5000)
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to bind (default loopback only; MLflow has no authentication of its own)")

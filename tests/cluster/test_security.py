@@ -7,6 +7,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -53,8 +54,11 @@ def token_head(tmp_path_factory):
     """(head process, dashboard port, token, log, env) of one token-auth `ray start --head`, shared by the tests
     of this module: the token is a secret in RAY_AUTH_TOKEN, as cluster/*.yaml pass it."""
     token = secrets.token_hex(32)
+    # As `make head` starts it: the project's venv first on PATH, and RESTORATION_STORAGE naming where jobs' runs go.
+    storage = tmp_path_factory.mktemp("job_runs")
     env = os.environ | {"PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
-                        "RAY_AUTH_TOKEN": token, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+                        "RAY_AUTH_TOKEN": token, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+                        "RESTORATION_STORAGE": str(storage)}
     env.pop("RAY_ADDRESS", None)
     log = tmp_path_factory.mktemp("head") / "ray_head.log"
     with ray_head(env, log=log) as (head, port):
@@ -78,8 +82,11 @@ def test_dashboard_listens_on_loopback_and_requires_the_token(token_head):
 @pytest.mark.slow
 def test_ray_job_submit_runs_the_smoke_test_on_the_token_auth_cluster(token_head, tmp_path):
     head, port, _, head_log, env = token_head
+    # Exactly the README's command (no --storage-path): the run must land in the head's RESTORATION_STORAGE,
+    # not in Ray's temporary copy of the working dir.
+    storage = Path(env["RESTORATION_STORAGE"])
     submit = ["ray", "job", "submit", "--address", f"http://127.0.0.1:{port}", "--working-dir", ".", "--",
-              "python", "pipelines/train.py", "--smoke-test", "--storage-path", str(tmp_path), "--name", "smoke"]
+              "python", "pipelines/train.py", "--smoke-test", "--name", "smoke"]
     deadline = time.monotonic() + 180  # the job agent comes up after the dashboard's HTTP server
     while time.monotonic() < deadline:
         assert head.poll() is None, f"ray start exited with {head.returncode}: {tail(head_log)}"
@@ -90,9 +97,16 @@ def test_ray_job_submit_runs_the_smoke_test_on_the_token_auth_cluster(token_head
         time.sleep(2)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + tail(head_log, 2000)
     assert "succeeded" in done.stdout + done.stderr
-    assert (tmp_path / "smoke" / "checkpoint_00000008" / "state.pt").is_file()
-    stored = json.loads((tmp_path / "smoke" / "mlflow_run.json").read_text())
+    assert f"checkpoints and MLflow store under {storage}" in done.stdout + done.stderr
+    assert (storage / "smoke" / "checkpoint_00000008" / "state.pt").is_file()
+    stored = json.loads((storage / "smoke" / "mlflow_run.json").read_text())
+    assert stored["uri"] == f"sqlite:///{storage / 'mlflow.db'}"  # the store `make ui` serves
     assert MlflowClient(stored["uri"]).get_run(stored["run_id"]).info.status == "FINISHED"
+    # --resume on the submitting machine finds the run through the same RESTORATION_STORAGE.
+    resume = subprocess.run([sys.executable, "pipelines/train.py", "--resume", "smoke", "--print-config"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert resume.returncode == 0, resume.stdout + resume.stderr
+    assert json.loads(resume.stdout)["storage_path"] == str(storage)
 
 
 def test_mlflow_ui_binds_to_loopback_unless_asked(tmp_path):

@@ -129,3 +129,17 @@ def test_a_folder_of_broken_files_is_refused_before_ray_or_mlflow_start(tmp_path
     with pytest.raises(cli.UserError, match=r"none of the 2 training images .*photos.* \(skipped: DecodeError 2"):
         launch.run_training(config)
     assert not (tmp_path / "runs").exists()  # no MLflow store, no FAILED run, no Ray session
+
+
+def test_default_storage_is_the_env_var_then_a_persistent_folder_for_jobs_then_runs(monkeypatch, tmp_path):
+    monkeypatch.delenv(cli.STORAGE_ENV, raising=False)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert cli.default_storage_path() == "runs"
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # what Ray's job supervisor sets for the entrypoint
+    assert cli.default_storage_path() == str(Path.home() / "restoration" / "runs")
+    monkeypatch.setenv(cli.STORAGE_ENV, str(tmp_path))
+    assert cli.default_storage_path() == str(tmp_path)
+    config, _ = launch.resolve_config(launch.parse_args(["--recipe", "debug"]))
+    assert config.storage_path == str(tmp_path)
+    config, _ = launch.resolve_config(launch.parse_args(["--recipe", "debug", "--storage-path", "elsewhere"]))
+    assert config.storage_path == "elsewhere"

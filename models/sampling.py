@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from models.processes.irsde import IRSDE
+from models.progress import track
 
 Denoiser = nn.Module | Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -41,7 +41,7 @@ def sample(
     start = noise_like(lq)
     x = lq if start is None else process.prior(lq, start)
     pairs = list(zip(timesteps[:-1], timesteps[1:]))
-    for t, t_prev in tqdm(pairs, desc=f"{mode} sampling", disable=not progress, leave=False):
+    for t, t_prev in track(pairs, desc=f"{mode} sampling", enabled=progress):
         t_B = torch.full((lq.shape[0],), t, device=lq.device, dtype=torch.long)
         t_prev_B = torch.full_like(t_B, t_prev)
         eps_hat = net(x, t_B, lq).to(x.dtype)  # a bf16 net output under autocast; the step math stays in x's dtype

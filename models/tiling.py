@@ -12,7 +12,8 @@ from collections.abc import Callable
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
-from tqdm.auto import tqdm
+
+from models.progress import track
 
 TileFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -57,7 +58,7 @@ def tiled(
     ramp = overlap * scale
     out = weight = None
     boxes = [(y, x) for y in ys for x in xs]
-    for y, x in tqdm(boxes, desc="tiles", disable=not progress, leave=False):
+    for y, x in track(boxes, desc="tiles", enabled=progress):
         tile_out = fn(lq_BCHW[..., y:y + tile_h, x:x + tile_w]).float()
         if out is None:
             out = lq_BCHW.new_zeros((B, tile_out.shape[1], H * scale, W * scale), dtype=torch.float32)

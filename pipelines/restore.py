@@ -12,6 +12,7 @@ import argparse
 import collections
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,8 +121,8 @@ def restore_image(method: Any, net: torch.nn.Module, lq_BCHW: torch.Tensor, *, s
         tile = choose_tile(*lq_BCHW.shape[-2:], max_bytes=max_memory_gb * 2**30, bytes_per_pixel=bytes_per_pixel)
         logger.info("memory budget %.2f GiB, %.0f B/px: %s", max_memory_gb, bytes_per_pixel,
                     "one pass" if tile is None else f"tiles of {tile}px")
-    if tile is None:
-        return fn(lq_BCHW)
+    if tile is None:  # one pass: the sampler's own steps show the progress
+        return method.restore(net, lq_BCHW, generator=generator, progress=progress, **kwargs)
     if hasattr(method, "fix_color"):  # tags and colour correction come from the whole image, not each tile
         kwargs["prompts"] = method.image_prompts(net, lq_BCHW, kwargs.pop("keys", None))
         kwargs["fix_color"] = False
@@ -184,6 +185,7 @@ def main(argv: list[str] | None = None) -> Restored:
     if not inputs:
         raise cli.UserError(f"--input {args.input}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it")
     written, skipped = [], {}
+    start = time.perf_counter()
     for i, (path, target) in enumerate(zip(inputs, output_paths(inputs, args.output))):
         try:
             lq_BCHW = read_image(path).to(device)
@@ -195,8 +197,10 @@ def main(argv: list[str] | None = None) -> Restored:
                                  sampler=args.sampler, steps=args.steps, tile=args.tile, overlap=args.overlap,
                                  max_memory_gb=args.max_memory_gb, progress=not args.no_progress, key=path.stem)
         write_image(target, out_BCHW)
-        logger.info("%s -> %s", path, target)
         written.append(target)
+        elapsed = time.perf_counter() - start
+        logger.info("[%d/%d] %s -> %s (%.1f s, ETA %.0f s)", i + 1, len(inputs), path, target, elapsed,
+                    elapsed / (i + 1) * (len(inputs) - i - 1))
     reasons = collections.Counter(reason.split(":", 1)[0] for reason in skipped.values())
     logger.info("restored %d of %d images into %s; skipped %d%s", len(written), len(inputs), args.output,
                 len(skipped), f" ({', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))}: "

@@ -167,8 +167,11 @@ class DiffIR:
         return loss, {"loss": loss.item(), "l1_image": loss_image.item(), "l1_prior": loss_prior.item()}
 
     @torch.no_grad()
-    def restore(self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
-        """Stage-2 restoration from pure noise through the 4-step chain; lq is reflect-padded and the output cropped."""
+    def restore(self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator, progress: bool = False
+                ) -> torch.Tensor:
+        """Stage-2 restoration from pure noise through the 4-step chain; lq is reflect-padded and the output cropped.
+
+        One network pass (the chain runs over the compact prior vector): `progress` has nothing to show."""
         if self.config.stage != 2:
             raise ValueError("diffir.stage 1 needs the ground truth to form its prior: restore with a stage-2 net")
         H, W = lq.shape[-2:]

@@ -18,6 +18,7 @@ from torch import nn
 from models.msgd.guidance import GuidanceConfig, GuidanceNet, structure
 from models.msgd.unet import GuidedUNet, UNetConfig
 from models.processes.icdpm import SCHEDULES, ICDPM
+from models.progress import track
 from models.tiling import pad_to_multiple
 
 
@@ -144,24 +145,26 @@ class MSGD:
         return loss, logs | {"loss": loss.item()}
 
     @torch.no_grad()
-    def sample(self, net: MSGDNet, lq: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, net: MSGDNet, lq: torch.Tensor, *, generator: torch.Generator, progress: bool = False) -> torch.Tensor:
         """One ancestral sample at hq size from lq (hq sides multiples of pad_multiple); guidance computed once."""
         cond = net.condition(lq)
         features, _ = net.guidance(cond)
         steps = self.process.timesteps(self.config.num_sampling_steps).tolist()
         x = _randn(tuple(cond.shape), generator, cond)
-        for t, t_prev in zip(steps[:-1], steps[1:]):
+        for t, t_prev in track(list(zip(steps[:-1], steps[1:])), desc="icDPM sampling", enabled=progress):
             t_B = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
             eps_hat = net.unet(x, t_B, cond, features)
             x = self.process.step(eps_hat, t_B, torch.full_like(t_B, t_prev), x, generator=generator)
         return x
 
     @torch.no_grad()
-    def restore(self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+    def restore(self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator, progress: bool = False
+                ) -> torch.Tensor:
         """Mean of num_samples_averaged samples (1: a plain sample); lq is reflect-padded and the output cropped."""
         H, W = lq.shape[-2:]
         m = max(1, self.config.pad_multiple // self.config.scale)
         lq_padded = pad_to_multiple(lq, m)
-        total = sum(self.sample(net, lq_padded, generator=generator) for _ in range(self.config.num_samples_averaged))
+        total = sum(self.sample(net, lq_padded, generator=generator, progress=progress)
+                    for _ in range(self.config.num_samples_averaged))
         s = self.config.scale
         return (total / self.config.num_samples_averaged)[..., : H * s, : W * s]

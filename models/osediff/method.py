@@ -123,13 +123,13 @@ class OSEDiff:
     @torch.no_grad()
     def restore(
         self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator, keys: Sequence[str] | None = None,
-        fix_color: bool = True, prompts: list[str] | None = None,
+        fix_color: bool = True, prompts: list[str] | None = None, progress: bool = False,
     ) -> torch.Tensor:
         """x scale output in [-1, 1], float32: bicubic upsample, one generator step (bf16 autocast on CUDA).
 
         For tiles, restore.py passes fix_color=False and the whole image's `prompts` (see `image_prompts`),
         then applies `fix_color` once to the blended image: every tile gets the tags and the colour
-        statistics of the whole LQ, not of its own crop.
+        statistics of the whole LQ, not of its own crop. One network pass: `progress` has nothing to show.
         """
         cfg, core = self.config, unwrap(net)
         lq_up = upsample_test(lq, scale=cfg.scale)

@@ -156,3 +156,26 @@ def test_diffir_stage2_checkpoint_restores_after_its_stage1_folder_is_gone(tmp_p
 
     _, net, _ = restore.load_checkpoint(tmp_path / "s2", device=torch.device("cpu"))
     assert all(torch.equal(net.state_dict()[k], v) for k, v in stage2.state_dict().items())
+
+
+def test_a_one_pass_restore_logs_its_steps_and_a_folder_restore_its_images(pixel_checkpoint, caplog) -> None:
+    # pytest's stderr is no TTY: the progress is log lines (elapsed, ETA), not a bar's carriage returns.
+    tmp = pixel_checkpoint
+    with caplog.at_level("INFO"):
+        restore.main(["--checkpoint", str(tmp / "ckpt"), "--input", str(tmp / "in"), "--output", str(tmp / "out"),
+                      "--sampler", "posterior"])
+    steps = [r.message for r in caplog.records if r.name == "models.progress"]
+    assert len(steps) == 4 * 4  # T = 4 reverse steps, one line each, for each of the 4 images
+    assert steps[0].startswith("posterior sampling 1/4 (25%), ") and "ETA" in steps[0]
+    images = [r.message for r in caplog.records if r.name == "pipelines.restore" and r.message.startswith("[")]
+    assert [m.split("]")[0] for m in images] == ["[1/4", "[2/4", "[3/4", "[4/4"] and images[-1].endswith("ETA 0 s)")
+
+
+def test_track_logs_every_tenth_off_a_terminal(caplog) -> None:
+    from models.progress import track
+
+    with caplog.at_level("INFO", logger="models.progress"):
+        assert list(track(range(100), desc="work")) == list(range(100))
+        assert list(track(range(5), desc="quiet", enabled=False)) == list(range(5))
+    lines = [r.message for r in caplog.records]
+    assert len(lines) == 10 and lines[-1].startswith("work 100/100 (100%), ") and lines[-1].endswith("ETA 0.0 s")

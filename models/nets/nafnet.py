@@ -23,6 +23,7 @@ class NAFNetConfig:
     middle_blocks: int = 1
     dec_blocks: tuple[int, ...] = (1, 1, 1, 1)
     global_skip: bool = False  # latent-dehazing variant: ending(x + intro features)
+    zero_one_inputs: bool = False  # map xt, lq from [-1, 1] to [0, 1] first: the official weights' range
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "enc_blocks", tuple(self.enc_blocks))
@@ -117,6 +118,8 @@ class ConditionalNAFNet(nn.Module):
     def forward(self, xt_BCHW: torch.Tensor, t_B: torch.Tensor, lq_BCHW: torch.Tensor) -> torch.Tensor:
         """Predicted noise eps_hat, same shape as xt; t_B holds raw steps in {1..T}."""
         H, W = xt_BCHW.shape[-2:]
+        if self.config.zero_one_inputs:  # imported official weights; eps is range-free (lambda scales with the range)
+            xt_BCHW, lq_BCHW = (xt_BCHW + 1) / 2, (lq_BCHW + 1) / 2
         pad = (0, -W % self.multiple, 0, -H % self.multiple)  # zero-pad bottom/right
         x = F.pad(torch.cat([xt_BCHW - lq_BCHW, lq_BCHW], dim=1), pad)
         temb_BD = self.time_mlp(sinusoidal_embedding(t_B, self.config.width).to(x.dtype))

@@ -11,12 +11,13 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
-import ray
-import ray.data
+
+if TYPE_CHECKING:
+    import ray.data
 
 from degradations import (
     BicubicConfig,
@@ -303,7 +304,7 @@ def make_pair_or_skip(
         return None
 
 
-def build_train_dataset(config: DataConfig, *, num_samples: int, start_index: int = 0) -> ray.data.Dataset:
+def build_train_dataset(config: DataConfig, *, num_samples: int, start_index: int = 0) -> "ray.data.Dataset":
     """Rows {"hq": uint8 PxPx3, "lq": uint8 (P/s)x(P/s)x3, "sample_id", "epoch", "index": int64}.
 
     Stream positions start_index .. start_index + num_samples - 1, one row each: a bad sample's place is
@@ -311,6 +312,8 @@ def build_train_dataset(config: DataConfig, *, num_samples: int, start_index: in
     same rows in the same order with any worker count. Only the training manifest reaches the actors: no
     held-out image is ever read here.
     """
+    import ray.data  # here, not at the top: the configs in this module are read by processes that never stream
+
     manifest = train_manifest(config)
     ds = ray.data.range(num_samples).map_batches(
         PairMaker,
@@ -358,8 +361,10 @@ def _first_usable(manifest: Manifest, config: DataConfig, *, what: str, make: Ca
                     f"{', '.join(f'{k} {v}' for k, v in sorted(counter.items()))}; last: {last})")
 
 
-def execution_options(config: DataConfig | None = None) -> ray.data.ExecutionOptions:
+def execution_options(config: DataConfig | None = None) -> "ray.data.ExecutionOptions":
     """Options for ray.train.DataConfig(execution_options=...): Train replaces the dataset's own."""
+    import ray.data
+
     options = ray.data.ExecutionOptions()
     options.preserve_order = True
     if config is not None and config.label_selector:

@@ -12,13 +12,9 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow.fs
-import ray
-import ray.data
-import ray.train
 import torch
-from ray.train.torch import TorchTrainer
 
 from pipelines import cli, tracking
 from pipelines.checkpoints import (
@@ -29,11 +25,12 @@ from pipelines.checkpoints import (
     load_latest_checkpoint,
     run_uri,
 )
-from pipelines.data import build_train_dataset, check_data
-from pipelines.data import execution_options as data_execution_options
+from pipelines.data import check_data
 from pipelines.recipes import METHODS, RECIPES, RunConfig, apply_overrides
 from pipelines.sources import FolderSource
-from pipelines.train import format_scores, train_loop_per_worker
+
+if TYPE_CHECKING:
+    from ray.train.torch import TorchTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +167,9 @@ def run_training(config: RunConfig, *, resume: tuple[str, int] | None = None, ml
                  experiment: str = "restoration") -> TrainingResult:
     """Train `config` on Ray Train (joining RAY_ADDRESS, an initialised Ray, or a local one it starts), tracked
     in MLflow; prints the end-of-run summary. `resume` is (checkpoint uri, step), as `resolve_config` returns."""
+    import ray  # Ray, Ray Data and Ray Train load here, so that --help and --print-config start quickly
+    import ray.data
+
     storage_path = _absolute(config.storage_path)
     run = run_uri(storage_path, config.name)
     logger.info("run %s: checkpoints and MLflow store under %s", config.name, storage_path)
@@ -207,6 +207,8 @@ def init_ray(config: RunConfig) -> None:
 
     Logical CPUs may exceed the cores: a trainer that books every CPU would starve the Ray Data actors.
     """
+    import ray
+
     if "RAY_ADDRESS" in os.environ:
         ray.init()
         return
@@ -217,8 +219,15 @@ def init_ray(config: RunConfig) -> None:
 
 
 def build_trainer(config: RunConfig, *, target: tracking.TrackingTarget, resume: tuple[str, int] | None,
-                  storage_path: str, run: str) -> TorchTrainer:
+                  storage_path: str, run: str) -> "TorchTrainer":
     """TorchTrainer over the Ray Data stream; the stream covers exactly the steps still to run."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.data import build_train_dataset
+    from pipelines.data import execution_options as data_execution_options
+    from pipelines.train import train_loop_per_worker
+
     start_step = 0 if resume is None else resume[1]
     dataset = build_train_dataset(
         config.data,
@@ -254,6 +263,9 @@ def build_trainer(config: RunConfig, *, target: tracking.TrackingTarget, resume:
 def start_tracking(config: RunConfig, *, mlflow_uri: str | None, experiment: str, resuming: bool, storage_path: str,
                    run: str) -> tracking.TrackingTarget:
     """Create (or, for --resume, reopen) the MLflow run; its id is stored in the run dir."""
+    import pyarrow.fs
+    import ray
+
     if mlflow_uri:
         uri, artifact_root = mlflow_uri, None
     else:
@@ -280,6 +292,8 @@ def start_tracking(config: RunConfig, *, mlflow_uri: str | None, experiment: str
 def summary(config: RunConfig, *, run: str, final: tuple[str, int] | None, target: tracking.TrackingTarget,
             seconds: float, metrics: dict) -> None:
     """The end-of-run lines: checkpoint, held-out scores of the input beside the output's, grid image, MLflow."""
+    from pipelines.train import format_scores
+
     lines = [
         f"run {config.name} finished in {seconds:.0f} s",
         f"  checkpoint: {final[0] if final else 'none'}" + (f" (step {final[1]})" if final else ""),

@@ -14,6 +14,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file (also under `ray job submit`): make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+if __name__ == "__main__":  # the CLI, before this module's own imports: Ray loads only once a run starts
+    from pipelines import cli
+    from pipelines.launch import main
+
+    cli.run(main, prog="pipelines/train.py")
+    sys.exit(0)
+
 import logging
 import os
 import shutil
@@ -331,10 +338,3 @@ def _test_only_hold(step: int) -> None:
     logger.info("TEST ONLY: held at step %d until %s is removed", step, marker)
     while os.path.exists(marker):
         time.sleep(0.05)
-
-
-if __name__ == "__main__":
-    from pipelines import cli
-    from pipelines.launch import main
-
-    cli.run(main, prog="pipelines/train.py")

@@ -165,3 +165,14 @@ def test_importing_osediff_prints_no_kernel_download_warning():
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "gemm_4bit" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("flag", ["--help", "--print-config"])
+def test_train_help_and_print_config_load_no_ray_mlflow_or_diffusers(flag):
+    # They start in about the time of `import torch`: Ray, Ray Data/Train, MLflow and diffusers load for a run only.
+    proc = subprocess.run([sys.executable, "-X", "importtime", "pipelines/train.py", flag], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" in imported, proc.stderr[-3000:]
+    assert not imported & {"ray", "mlflow", "diffusers", "peft", "pandas"}, sorted(imported & {"ray", "mlflow"})

@@ -43,6 +43,7 @@ from torch import nn
 
 from bench.osediff import PAPER_S_PER_IMAGE
 from bench.osediff import bench as osediff_bench
+from bench.timing import sync, timed
 from models.nets.latent_unet import DEHAZE_UNET, TINY_UNET, LatentUNet
 from models.nets.nafnet import REFUSION_NAFNET, TINY_NAFNET, NAFNetConfig
 from models.refusion import Refusion, RefusionConfig, latent_refusion_tiny
@@ -88,28 +89,6 @@ def dry_shapes() -> Shapes:
                   sd_kind="tiny", osediff_batch=1, ddp_backend="gloo", ddp_world_size=2, allreduce_mib=8)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], object], device: torch.device, *, warmup: int, repeats: int) -> tuple[float, float]:
-    """(median seconds of one call after warm-up, peak GiB allocated during the timed calls; NaN on the CPU)."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return sorted(times)[len(times) // 2], peak
-
-
 def train_step(shapes: Shapes, device: torch.device) -> dict:
     """Paper NAFNet + Lion step in four precisions/layouts; ratios are against fp32 at the same shape."""
     variants = {
@@ -118,13 +97,14 @@ def train_step(shapes: Shapes, device: torch.device) -> dict:
         "bf16+channels_last": dict(bf16=True, channels_last=True, compiled=False),
         "bf16+channels_last+compile": dict(bf16=True, channels_last=True, compiled=True),
     }
-    rows = []
+    rows, params = [], 0
     for patch, batch in shapes.train_cases:
         base = None
         for name, v in variants.items():
             torch.manual_seed(0)
             method = Refusion(RefusionConfig(net=shapes.net))
             net = method.build().to(device)
+            params = sum(p.numel() for p in net.parameters())
             layout = torch.channels_last if v["channels_last"] else torch.contiguous_format
             net = net.to(memory_format=layout)
             optimizer = Lion(method.param_groups(net), lr=4e-5, betas=(0.9, 0.99))
@@ -148,9 +128,9 @@ def train_step(shapes: Shapes, device: torch.device) -> dict:
             if v["compiled"]:  # the first call compiles; timed apart from the steady state
                 start = time.perf_counter()
                 step()
-                _sync(device)
+                sync(device)
                 compile_s = time.perf_counter() - start
-            seconds, peak = _timed(step, device, warmup=shapes.warmup, repeats=shapes.repeats)
+            seconds, peak = timed(step, device, warmup=shapes.warmup, repeats=shapes.repeats)
             base = base or seconds
             rows.append({"patch": patch, "batch": batch, "variant": name, "s_per_step": seconds,
                          "steps_per_s": 1 / seconds, "speedup_vs_fp32": base / seconds, "peak_gib": peak,
@@ -158,8 +138,7 @@ def train_step(shapes: Shapes, device: torch.device) -> dict:
             del model, net, optimizer
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    return {"params": sum(p.numel() for p in Refusion(RefusionConfig(net=shapes.net)).build().parameters()),
-            "rows": rows}
+    return {"params": params, "rows": rows}
 
 
 def _paired_folders(root: Path) -> tuple[Path, Path]:
@@ -221,8 +200,8 @@ def latent_restore(shapes: Shapes, device: torch.device) -> dict:
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             method.restore(net, lq, generator=None, num_steps=num_steps, mode="posterior", temperature=0.0)
 
-    one, _ = _timed(lambda: run(1), device, warmup=1, repeats=1)
-    many, peak = _timed(lambda: run(shapes.latent_steps), device, warmup=0, repeats=1)
+    one, _ = timed(lambda: run(1), device, warmup=1, repeats=1)
+    many, peak = timed(lambda: run(shapes.latent_steps), device, warmup=0, repeats=1)
     per_step = (many - one) / max(1, shapes.latent_steps - 1)
     return {"image": f"{w}x{h}", "s_1_step": one, f"s_{shapes.latent_steps}_steps": many, "s_per_step": per_step,
             "s_T100_projected": one + per_step * (method.process.T - 1), "peak_gib": peak, "bf16": device.type == "cuda"}
@@ -248,7 +227,7 @@ def _ddp_worker(rank: int, shapes: Shapes, port: int, out: str) -> None:
             torch.cuda.set_device(device)
         numel = shapes.allreduce_mib * 2**20 // 4
         buffer = torch.ones(numel, device=device)
-        allreduce_s, _ = _timed(lambda: dist.all_reduce(buffer), device, warmup=shapes.warmup, repeats=shapes.repeats)
+        allreduce_s, _ = timed(lambda: dist.all_reduce(buffer), device, warmup=shapes.warmup, repeats=shapes.repeats)
         n = shapes.ddp_world_size
         bus_gbps = 2 * (n - 1) / n * numel * 4 / allreduce_s / 1e9  # nccl-tests' bus bandwidth
         torch.manual_seed(0)
@@ -268,7 +247,7 @@ def _ddp_worker(rank: int, shapes: Shapes, port: int, out: str) -> None:
             loss.backward()
             optimizer.step()
 
-        step_s, peak = _timed(step, device, warmup=shapes.warmup, repeats=shapes.repeats)
+        step_s, peak = timed(step, device, warmup=shapes.warmup, repeats=shapes.repeats)
         first = next(iter(ddp.module.parameters())).detach().flatten()[:64].clone()
         gathered = [torch.empty_like(first) for _ in range(n)]
         dist.all_gather(gathered, first)

@@ -8,34 +8,15 @@ reports 0.11 s per 512^2 image on an A100 (fp16, merged LoRA; 0.35 s in its firs
 """
 
 import argparse
-import time
 
 import torch
 
+from bench.timing import timed
 from models.osediff.config import OSEDiffConfig
 from models.osediff.method import OSEDiff
 from models.osediff.random_sd import random_sd
 
 PAPER_S_PER_IMAGE = 0.11  # A100, fp16, batch 1, 512^2 output
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, *, device: torch.device, warmup: int, repeats: int) -> float:
-    """Median wall seconds of fn() after warm-up calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def bench(kind: str, device: torch.device, *, batch: int, repeats: int) -> dict[str, float]:
@@ -44,7 +25,7 @@ def bench(kind: str, device: torch.device, *, batch: int, repeats: int) -> dict[
     net = method.assemble(random_sd(kind, seed=0)).to(device).train()
     g = torch.Generator(device=device).manual_seed(0)
     lq1 = torch.rand(1, 3, 128, 128, generator=g, device=device) * 2 - 1
-    restore_s = _timed(lambda: method.restore(net, lq1, generator=g), device=device, warmup=2, repeats=repeats)
+    restore_s, _ = timed(lambda: method.restore(net, lq1, generator=g), device, warmup=2, repeats=repeats)
 
     optimizer = torch.optim.AdamW(method.param_groups(net), lr=5e-5, weight_decay=1e-2)
     hq = torch.rand(batch, 3, 512, 512, generator=g, device=device) * 2 - 1
@@ -59,7 +40,7 @@ def bench(kind: str, device: torch.device, *, batch: int, repeats: int) -> dict[
         torch.nn.utils.clip_grad_norm_([p for group in method.param_groups(net) for p in group["params"]], 1.0)
         optimizer.step()
 
-    step_s = _timed(train_step, device=device, warmup=1, repeats=max(1, repeats // 2))
+    step_s, _ = timed(train_step, device, warmup=1, repeats=max(1, repeats // 2))
     peak_gib = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     return {"restore_s": restore_s, "step_s": step_s, "peak_gib": peak_gib}
 

@@ -15,28 +15,24 @@ from collections.abc import Callable
 import torch
 from lion_pytorch import Lion
 
+from bench.timing import sync
 from models.nets.latent_unet import TINY_UNET, LatentUNet
 from models.nets.nafnet import REFUSION_NAFNET, TINY_NAFNET
 from models.refusion import Refusion, RefusionConfig, latent_refusion_tiny
 from models.tiling import PeakTensorMemory, tiled
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(fn: Callable[[], object], device: torch.device, *, warmup: int = 1) -> tuple[float, float]:
     """(seconds of one call after warm-up, peak bytes of that call)."""
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         return time.perf_counter() - start, float(torch.cuda.max_memory_allocated(device) - base)
     start = time.perf_counter()
     fn()

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TRACKING_FILE = "mlflow_run.json"  # in the run dir: lets --resume continue the same MLflow run
+# Data actors start in seconds (minutes on a loaded 2-core machine); longer means they cannot be placed.
+DATA_ACTOR_START_TIMEOUT_S = 300
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -189,7 +191,6 @@ def run_training(config: RunConfig, *, resume: tuple[str, int] | None = None, ml
         with tracking.run_status(target):  # FINISHED, FAILED, or KILLED on Ctrl-C / SIGTERM (ray job stop)
             if owns_ray:
                 init_ray(config)
-            ray.data.DataContext.get_current().enable_progress_bars = False  # our progress line says enough
             result = build_trainer(config, target=target, resume=resume, storage_path=storage_path, run=run).fit()
             final = find_latest_checkpoint(storage_path, config.name)
             if final is not None and "://" not in final[0]:
@@ -221,6 +222,7 @@ def init_ray(config: RunConfig) -> None:
 def build_trainer(config: RunConfig, *, target: tracking.TrackingTarget, resume: tuple[str, int] | None,
                   storage_path: str, run: str) -> "TorchTrainer":
     """TorchTrainer over the Ray Data stream; the stream covers exactly the steps still to run."""
+    import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -229,6 +231,11 @@ def build_trainer(config: RunConfig, *, target: tracking.TrackingTarget, resume:
     from pipelines.train import train_loop_per_worker
 
     start_step = 0 if resume is None else resume[1]
+    # The dataset keeps a copy of the context it was made under: these hold in every process that streams it.
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the training log line says enough; in a sweep, bars flood the output
+    # A data actor that cannot be placed (its CPUs booked by the Train workers) fails the run instead of waiting.
+    context.wait_for_min_actors_s = DATA_ACTOR_START_TIMEOUT_S
     dataset = build_train_dataset(
         config.data,
         num_samples=(config.train.num_steps - start_step) * config.global_batch_size,

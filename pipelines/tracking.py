@@ -21,6 +21,11 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+# The MLflow 3 UI opens an experiment without this tag in GenAI mode, on an empty Traces page; with it, on the
+# model-training view (runs table, charts, compare).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+
 # Fail fast instead of retrying for minutes when a server is down; training must not wait on tracking.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -74,9 +79,12 @@ def start_run(
         found = client.get_experiment_by_name(experiment)
         if found is None:
             location = None if artifact_root is None else f"{artifact_root}/{experiment}"
-            experiment_id = client.create_experiment(experiment, artifact_location=location)
+            experiment_id = client.create_experiment(experiment, artifact_location=location,
+                                                     tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
         else:
             experiment_id = found.experiment_id
+            if EXPERIMENT_KIND_TAG not in found.tags:  # an experiment made by an older version, or by hand
+                client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         run = client.create_run(experiment_id, run_name=run_name, tags=tags)
         from mlflow.entities import Param
 

@@ -32,7 +32,7 @@ from pipelines.data import check_data
 from pipelines.recipes import RECIPES, RunConfig, apply_overrides
 from tuning import report
 from tuning.spaces import STUDIES, Study, is_grid_only, load_space
-from tuning.trainable import CloseTrialRuns, SweepContext, close_interrupted_runs, train_trial
+from tuning.trainable import CloseTrialRuns, StudyProgress, SweepContext, close_interrupted_runs, train_trial
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ SWEEP_FILE = "sweep.json"
 # What a trial reports to Tune (train.save_and_report): what --metric may rank by.
 REPORTED_METRICS = ("loss", *report.VAL_METRICS, *report.INPUT_METRICS, "val/psnr_gain")
 DRIVER_CPUS = 0.25  # the trial's own process only waits on its TorchTrainer; workers book their own CPUs
+READ_TASK_CPUS = 1.0  # Ray Data's range-read tasks, which feed the data actors, each book one CPU
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -132,7 +133,7 @@ def run_study(args: argparse.Namespace, study_name: str) -> Path:
     else:
         if (study_dir / SWEEP_FILE).exists():
             raise cli.UserError(f"{study_dir} exists: pass --resume to continue it, or remove it")
-        config = base_config(args)
+        config = fit_to_cluster(base_config(args), cluster_capacity(), explicit=explicit_resources(args))
         space, question = study_spec(args, study_name, num_steps=config.train.num_steps)
         context = new_context(args, study_name, config, space=space, question=question)
         study_dir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +148,8 @@ def run_study(args: argparse.Namespace, study_name: str) -> Path:
                 num_samples=args.num_samples if args.search == "random" else 1,
                 max_concurrent_trials=args.max_concurrent_trials or default_concurrency(config),
             ),
-            run_config=tune.RunConfig(name="tune", storage_path=str(study_dir), callbacks=[CloseTrialRuns(context)]),
+            run_config=tune.RunConfig(name="tune", storage_path=str(study_dir), callbacks=[
+                CloseTrialRuns(context), StudyProgress(study_name, total=num_trials(args, space))]),
         )
     results = tuner.fit()
     num_closed = close_interrupted_runs(context)
@@ -190,6 +192,12 @@ def trainable(context: SweepContext):
     return tune.with_resources(tune.with_parameters(train_trial, context=context), {"CPU": DRIVER_CPUS})
 
 
+def num_trials(args: argparse.Namespace, space: dict) -> int:
+    """Trials of the study: the grid's size, times --num-samples for a random search."""
+    grid = math.prod(len(v["grid_search"]) for v in space.values() if isinstance(v, dict) and "grid_search" in v)
+    return grid * (args.num_samples if args.search == "random" else 1)
+
+
 def scheduler(args: argparse.Namespace) -> ASHAScheduler | None:
     """ASHA over Tune reports (one per validation); max_t = reports per trial."""
     if not args.asha:
@@ -198,14 +206,75 @@ def scheduler(args: argparse.Namespace) -> ASHAScheduler | None:
                          reduction_factor=args.reduction_factor)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class Capacity:
+    """What the Ray cluster reports: total CPUs and GPUs, and the most CPUs of any one node."""
+
+    cpus: float
+    gpus: float
+    node_cpus: float
+
+
+def cluster_capacity() -> Capacity:
+    total = ray.cluster_resources()
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    return Capacity(cpus=total.get("CPU", 0.0), gpus=total.get("GPU", 0.0),
+                    node_cpus=max((n.get("CPU", 0.0) for n in nodes), default=total.get("CPU", 0.0)))
+
+
+def trial_cpus(config: RunConfig) -> float:
+    """Logical CPUs one trial books: its own process, its Train workers, its Ray Data actors and read task."""
+    return (DRIVER_CPUS + READ_TASK_CPUS + config.scaling.num_workers * config.scaling.cpus_per_worker
+            + config.data.num_cpu_workers * config.data.cpus_per_worker)
+
+
+def explicit_resources(args: argparse.Namespace) -> bool:
+    """True when the user chose the CPUs of a trial's workers (then they are never resized)."""
+    keys = ("data.cpus_per_worker", "scaling.cpus_per_worker")
+    return args.cpus_per_trial is not None or any(item.split("=", 1)[0].strip() in keys for item in args.set)
+
+
+def fit_to_cluster(config: RunConfig, capacity: Capacity, *, explicit: bool) -> RunConfig:
+    """The trial's CPU requests, shrunk to fit the cluster when they are the recipe's defaults.
+
+    A trial that cannot be placed would wait forever (a data actor stays `pending: 1 CPU`), so a request the
+    cluster cannot hold is either sized down here (defaults) or refused with the flag to change (explicit).
+    """
+    scaling, data = config.scaling, config.data
+    if scaling.use_gpu and capacity.gpus < scaling.num_workers:
+        raise cli.UserError(f"a trial needs {scaling.num_workers} GPUs but the cluster has {capacity.gpus:g}: "
+                            f"lower --gpus-per-trial")
+    need = trial_cpus(config)
+    largest = max(scaling.cpus_per_worker, data.cpus_per_worker)
+    if need <= capacity.cpus and largest <= capacity.node_cpus:
+        return config
+    what = (f"{DRIVER_CPUS:g} trial + {READ_TASK_CPUS:g} read + {scaling.num_workers} x {scaling.cpus_per_worker:g}"
+            f" Train + {data.num_cpu_workers} x {data.cpus_per_worker:g} data")
+    fixed = DRIVER_CPUS + READ_TASK_CPUS
+    if explicit or capacity.cpus <= fixed + 0.1:
+        raise cli.UserError(f"a trial needs {need:g} CPUs ({what}) but the cluster has {capacity.cpus:g} "
+                            f"(at most {capacity.node_cpus:g} on one node): lower --cpus-per-trial or "
+                            f"--set data.cpus_per_worker=X, or --set data.num_cpu_workers=N")
+    factor = min((capacity.cpus - fixed) / (need - fixed), capacity.node_cpus / largest)
+
+    def shrink(cpus: float) -> float:  # down to a hundredth, so rounding never tips the sum over
+        return max(0.01, math.floor(cpus * factor * 100) / 100)
+
+    fitted = dataclasses.replace(
+        config, scaling=dataclasses.replace(scaling, cpus_per_worker=shrink(scaling.cpus_per_worker)),
+        data=dataclasses.replace(data, cpus_per_worker=shrink(data.cpus_per_worker)))
+    logger.info("a trial needs %g CPUs (%s); the cluster has %g: sized to %g CPU per Train worker and %g per data "
+                "actor (set --cpus-per-trial / data.cpus_per_worker to choose)", need, what, capacity.cpus,
+                fitted.scaling.cpus_per_worker, fitted.data.cpus_per_worker)
+    return fitted
+
+
 def default_concurrency(config: RunConfig) -> int:
     """Trials that fit the cluster at once: by GPUs for GPU trials, else by CPUs (Train + data workers)."""
     resources = ray.cluster_resources()
     if config.scaling.use_gpu:
         return max(1, int(resources.get("GPU", 0) // config.scaling.num_workers))
-    per_trial = (DRIVER_CPUS + config.scaling.num_workers * config.scaling.cpus_per_worker
-                 + config.data.num_cpu_workers * config.data.cpus_per_worker)
-    return max(1, int(resources.get("CPU", 1) // per_trial))
+    return max(1, int(resources.get("CPU", 1) // trial_cpus(config)))
 
 
 def main(argv: list[str] | None = None) -> None:

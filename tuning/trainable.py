@@ -8,6 +8,7 @@ Tune stopped (ASHA) or that failed, since a stopped trial's process dies before 
 import copy
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,6 +137,42 @@ class CloseTrialRuns(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         close_trial_run(self.context, trial.trial_id, "FAILED", stopped_by=None)
+
+
+class StudyProgress(tune.Callback):
+    """One line per ended trial: trials done / total, the best held-out PSNR gain so far, and an ETA.
+
+    Counts trials ended before a --resume too (Tune restores them as TERMINATED); the ETA is from this
+    process's own pace.
+    """
+
+    def __init__(self, study: str, *, total: int) -> None:
+        self.study, self.total = study, total
+        self.setup()
+
+    def setup(self, **info) -> None:  # Tune calls this at every start, --resume included (this object is restored)
+        self.started = time.monotonic()
+        self.ended_here = 0
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._report(trials, trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._report(trials, trial)
+
+    def _report(self, trials: list, ending) -> None:
+        self.ended_here += 1
+        # The trial ending now may not have its final status yet.
+        done = len({t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")} | {ending.trial_id})
+        gains = [(t.last_result["val/psnr_gain"], t) for t in trials if "val/psnr_gain" in (t.last_result or {})]
+        best = ""
+        if gains:
+            gain, trial = max(gains, key=lambda g: g[0])
+            best = f", best so far {setting_label(trial.config)} ({gain:+.2f} dB over the input)"
+        left = self.total - done
+        pace = (time.monotonic() - self.started) / self.ended_here
+        eta = f", ETA {left * pace / 60:.0f} min" if left else ""
+        print(f"study {self.study}: {done}/{self.total} trials done{best}{eta}", flush=True)
 
 
 def close_trial_run(context: SweepContext, trial_id: str, status: str, *, stopped_by: str | None) -> None:

@@ -25,6 +25,18 @@ def test_embedded_store_is_inside_the_run_root_and_logs_flattened_params(tmp_pat
     assert [a.path for a in client.list_artifacts(target.run_id)] == ["config.json"]
 
 
+def test_experiments_open_on_the_model_training_view(tmp_path):
+    uri, artifact_root = tracking.embedded_store(tmp_path / "runs")
+    client = MlflowClient(uri)
+    old = client.create_experiment("old", artifact_location=f"{artifact_root}/old")  # as an older version made it
+    for name in ("exp", "old"):
+        target = tracking.start_run(uri=uri, experiment=name, artifact_root=artifact_root, run_name="r",
+                                    config={}, tags={})
+        experiment = client.get_experiment(client.get_run(target.run_id).info.experiment_id)
+        assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development", name
+    assert client.get_experiment(old).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
 def test_tracker_logs_metrics_and_images_into_the_run(tmp_path):
     target = _start(tmp_path)
     tracker = tracking.Tracker(target)

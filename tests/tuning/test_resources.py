@@ -1,0 +1,62 @@
+"""A sweep trial's CPU and GPU requests against what the cluster reports (no Ray needed)."""
+
+import dataclasses
+
+import pytest
+
+from pipelines import cli
+from tuning.sweep_refusion import Capacity, base_config, explicit_resources, fit_to_cluster, parse_args, trial_cpus
+
+TWO_CPUS = Capacity(cpus=2, gpus=0, node_cpus=2)
+
+
+def _config(*extra: str):
+    args = parse_args(["--study", "noise", "--recipe", "debug", *extra])
+    return base_config(args), explicit_resources(args)
+
+
+def test_the_recipe_default_is_sized_down_to_fit_two_cpus():
+    config, explicit = _config()
+    assert not explicit and trial_cpus(config) > 2  # what hung: the data actor waited for a CPU forever
+    fitted = fit_to_cluster(config, TWO_CPUS, explicit=explicit)
+    assert trial_cpus(fitted) <= 2
+    assert fitted.scaling.cpus_per_worker == fitted.data.cpus_per_worker > 0.3
+    assert dataclasses.replace(fitted, scaling=config.scaling, data=config.data) == config  # nothing else changes
+
+
+def test_a_request_that_fits_is_left_as_it_is():
+    config, explicit = _config()
+    assert fit_to_cluster(config, Capacity(cpus=16, gpus=0, node_cpus=16), explicit=explicit) == config
+
+
+def test_no_single_worker_asks_more_than_one_node_has():
+    config, explicit = _config("--set", "scaling.num_workers=2")
+    fitted = fit_to_cluster(dataclasses.replace(config, scaling=dataclasses.replace(config.scaling, cpus_per_worker=4)),
+                            Capacity(cpus=12, gpus=0, node_cpus=3), explicit=False)
+    assert max(fitted.scaling.cpus_per_worker, fitted.data.cpus_per_worker) <= 3
+
+
+@pytest.mark.parametrize("extra", [("--cpus-per-trial", "2"), ("--set", "data.cpus_per_worker=1.5")])
+def test_an_explicit_request_that_cannot_be_placed_is_refused_naming_the_flags(extra):
+    config, explicit = _config(*extra)
+    assert explicit
+    with pytest.raises(cli.UserError, match=r"needs .* CPUs .* cluster has 2 .*--cpus-per-trial.*data\.cpus_per_worker"):
+        fit_to_cluster(config, TWO_CPUS, explicit=explicit)
+
+
+def test_gpu_trials_on_a_cluster_without_gpus_are_refused():
+    config, explicit = _config("--gpus-per-trial", "1")
+    with pytest.raises(cli.UserError, match="needs 1 GPUs but the cluster has 0: lower --gpus-per-trial"):
+        fit_to_cluster(config, TWO_CPUS, explicit=explicit)
+
+
+def test_a_cluster_too_small_for_any_trial_is_refused():
+    config, explicit = _config()
+    with pytest.raises(cli.UserError, match="cluster has 1"):
+        fit_to_cluster(config, Capacity(cpus=1, gpus=0, node_cpus=1), explicit=explicit)
+
+
+def test_every_recipe_default_fits_two_cpus_after_sizing():
+    for name in ("debug", "demo"):
+        args = parse_args(["--study", "noise", "--recipe", name])
+        assert trial_cpus(fit_to_cluster(base_config(args), TWO_CPUS, explicit=False)) <= 2, name

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 # model-training view (runs table, charts, compare).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
+# The UI's own mode switch (GenAI is its default, kept in the browser): links we print open the model-training view.
+UI_QUERY = "?workflowType=machine_learning"
 
 # Fail fast instead of retrying for minutes when a server is down; training must not wait on tracking.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -179,7 +181,7 @@ def run_url(target: TrackingTarget) -> str | None:
         return None
     if target.uri.startswith(("http://", "https://")):
         run = _client(target.uri).get_run(target.run_id)
-        return f"{target.uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{target.run_id}"
+        return f"{target.uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{target.run_id}{UI_QUERY}"
     return f"run {target.run_id} (view: mlflow ui --backend-store-uri {target.uri})"
 
 

@@ -57,8 +57,8 @@ class TrialCurves:
 
 
 def load_trials(client: MlflowClient, *, experiment_id: str, parent_run_id: str) -> list[TrialCurves]:
-    """Every child run of the study's parent run with its metric histories, in setting order."""
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+    """Every trial run of the study's parent run with its metric histories, in setting order."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`sweep.parent_run_id` = '{parent_run_id}'",
                               max_results=10_000)
     trials = []
     for run in runs:

@@ -1,7 +1,8 @@
 """One sweep trial = one distributed training run: a Tune function trainable that fits a TorchTrainer.
 
-The trial's MLflow run is a child of the study's parent run (tag mlflow.parentRunId) and carries the swept
-values as tags; rank 0 of the Train workers logs into it. `CloseTrialRuns` closes the runs of trials that
+The trial's MLflow run points at the study's parent run with tag sweep.parent_run_id and carries the swept
+values as tags. It is not nested (no mlflow.parentRunId): the MLflow UI collapses nested runs under their parent
+and leaves them out of its charts until expanded, so trials are top-level runs, grouped by tag sweep.study; rank 0 of the Train workers logs into it. `CloseTrialRuns` closes the runs of trials that
 Tune stopped (ASHA) or that failed, since a stopped trial's process dies before its own code can.
 """
 
@@ -27,6 +28,7 @@ from tuning.spaces import flat_values, setting_label
 logger = logging.getLogger(__name__)
 
 STOPPED_BY_TAG = "sweep.stopped_by"  # "asha" (early stopping) or "interrupt" (sweep interrupted)
+PARENT_TAG = "sweep.parent_run_id"  # the study's parent run, on each trial run
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -90,7 +92,7 @@ def open_trial_run(context: SweepContext, config: RunConfig, values: dict[str, A
                                   config={}, tags={}, resume_run_id=found)
     swept = flat_values(values)
     tags = {
-        "mlflow.parentRunId": context.parent_run_id,
+        PARENT_TAG: context.parent_run_id,
         "sweep.study": context.study,
         "sweep.trial_id": trial_id,
         "sweep.setting": setting_label(values),
@@ -107,7 +109,7 @@ def open_trial_run(context: SweepContext, config: RunConfig, values: dict[str, A
 def find_trial_run(client: MlflowClient, context: SweepContext, trial_id: str) -> str | None:
     runs = client.search_runs(
         [context.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{context.parent_run_id}' and tags.`sweep.trial_id` = '{trial_id}'",
+        filter_string=f"tags.`{PARENT_TAG}` = '{context.parent_run_id}' and tags.`sweep.trial_id` = '{trial_id}'",
     )
     return runs[0].info.run_id if runs else None
 
@@ -115,7 +117,7 @@ def find_trial_run(client: MlflowClient, context: SweepContext, trial_id: str) -
 def child_runs(client: MlflowClient, context: SweepContext) -> list:
     """All trial runs of the study (any status), oldest first."""
     return client.search_runs([context.experiment_id],
-                              filter_string=f"tags.`mlflow.parentRunId` = '{context.parent_run_id}'",
+                              filter_string=f"tags.`{PARENT_TAG}` = '{context.parent_run_id}'",
                               order_by=["attributes.start_time ASC"], max_results=10_000)
 
 

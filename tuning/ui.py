@@ -1,7 +1,9 @@
 """The MLflow UI over the project's store: `make ui` or `python tuning/ui.py [--port 5000]`.
 
 Serves the embedded store of pipelines/tracking.py (<storage>/mlflow.db, artifacts in <storage>/mlartifacts)
-on 127.0.0.1 only. Sweeps are in experiment "refusion-sweeps": select a study's trials -> Compare.
+on 127.0.0.1 only, and prints a link per experiment that opens its runs in the model-training view (MLflow 3's
+UI starts in GenAI mode otherwise). Sweeps are in experiment "refusion-sweeps", one top-level run per trial
+(Group by -> tag sweep.study); select a study's trials -> Compare.
 """
 
 import sys
@@ -16,7 +18,7 @@ import time
 import urllib.request
 
 from pipelines import cli
-from pipelines.tracking import embedded_store
+from pipelines.tracking import UI_QUERY, embedded_store
 
 
 def server_command(storage_path: str | Path, *, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
@@ -54,10 +56,21 @@ def main(argv: list[str] | None = None) -> None:
                             "or point it at the folder that holds the runs)")
     command = server_command(storage, host=args.host, port=args.port)
     print(f"MLflow UI: http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    for line in experiment_links(storage, f"http://{args.host}:{args.port}"):
+        print(line, flush=True)
     try:
         subprocess.run(command, check=True)
     except KeyboardInterrupt:
         pass
+
+
+def experiment_links(storage: Path, url: str) -> list[str]:
+    """`  <name>: <url of its runs table in the model-training view>` per experiment in the store."""
+    from mlflow.tracking import MlflowClient
+
+    experiments = MlflowClient(embedded_store(storage)[0]).search_experiments()
+    return [f"  {e.name}: {url}/#/experiments/{e.experiment_id}/runs{UI_QUERY}" for e in experiments
+            if e.name != "Default"]
 
 
 def port(text: str) -> int:

@@ -46,7 +46,7 @@ def study_runs(storage: Path) -> tuple[MlflowClient, object, list]:
     parents = client.search_runs([experiment.experiment_id], filter_string="tags.`sweep.role` = 'parent'")
     assert len(parents) == 1
     children = client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'",
+        [experiment.experiment_id], filter_string=f"tags.`sweep.parent_run_id` = '{parents[0].info.run_id}'",
         order_by=["attributes.start_time ASC"])
     return client, parents[0], children
 

@@ -18,7 +18,7 @@ def _study(tmp_path):
     parent = client.create_run(experiment_id, run_name="study-noise").info.run_id
     curves = {"10": [20.0, 24.0, 23.0], "70": [18.0, 19.5, 21.0]}
     for setting, psnr in curves.items():
-        tags = {"mlflow.parentRunId": parent, "sweep.setting": setting}
+        tags = {"sweep.parent_run_id": parent, "sweep.setting": setting}
         if setting == "70":
             tags["sweep.stopped_by"] = "asha"
         run = client.create_run(experiment_id, run_name=f"noise-{setting}", tags=tags).info.run_id

@@ -20,7 +20,8 @@ def test_resumed_trial_goes_on_from_its_checkpoint_and_asha_stops_the_worse_one(
     by_sigma = {c.data.tags["sweep.method.max_sigma"]: c for c in children}
     assert sorted(by_sigma) == ["10", "70"]
     for child in children:
-        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["sweep.parent_run_id"] == parent.info.run_id
+        assert "mlflow.parentRunId" not in child.data.tags  # top-level: the UI charts it without expanding
         assert float(child.data.params["method.max_sigma"]) == float(child.data.tags["sweep.method.max_sigma"])
         assert child.data.metrics["train/loss"] > 0 and "val/psnr" in child.data.metrics  # 70 reported before ASHA
     assert by_sigma["10"].info.status == "FINISHED" and "sweep.stopped_by" not in by_sigma["10"].data.tags

@@ -85,3 +85,32 @@ def test_compare_page_lists_both_trials_with_the_swept_parameter(two_trial_study
     # The parameters table has one row per param with one column per run, in URL order.
     assert re.search(r"method\.max_sigma\s+10(\.0)?\s+70(\.0)?", text), text[:3000]
     assert screenshot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_printed_link_opens_the_model_training_view_with_every_trial_listed(two_trial_study, mlflow_ui):
+    from playwright.sync_api import sync_playwright
+
+    from tuning.ui import experiment_links
+
+    _, parent, children = study_runs(two_trial_study.storage)
+    (link,) = [line.split(": ", 1)[1] for line in experiment_links(two_trial_study.storage, mlflow_ui)
+               if line.strip().startswith("refusion-sweeps:")]
+    artifacts = Path(os.environ.get("TEST_ARTIFACTS_DIR", ROOT / "tests" / "artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    screenshot = artifacts / "mlflow_runs.png"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(link)
+            # No click on the parent's expander: trials are top-level runs.
+            for child in children:
+                page.get_by_text(child.info.run_name, exact=True).first.wait_for(timeout=60_000)
+            text = page.inner_text("body")
+            url = page.url
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    print(f"screenshot: {screenshot}")
+    assert "/runs" in url and "genai" not in url, url  # the model-training runs table, not GenAI's Traces page
+    assert parent.info.run_name in text and f"{len(children) + 1} matching runs" in text, text[:2000]

@@ -1,9 +1,11 @@
 """One sweep trial = one distributed training run: a Tune function trainable that fits a TorchTrainer.
 
 The trial's MLflow run points at the study's parent run with tag sweep.parent_run_id and carries the swept
-values as tags. It is not nested (no mlflow.parentRunId): the MLflow UI collapses nested runs under their parent
-and leaves them out of its charts until expanded, so trials are top-level runs, grouped by tag sweep.study; rank 0 of the Train workers logs into it. `CloseTrialRuns` closes the runs of trials that
-Tune stopped (ASHA) or that failed, since a stopped trial's process dies before its own code can.
+values as tags; rank 0 of the Train workers logs into it. It is not nested (no mlflow.parentRunId): the MLflow
+UI collapses nested runs under their parent and leaves them out of its charts until expanded, so trials are
+top-level runs, grouped by tag sweep.study. `CloseTrialRuns` closes the runs of trials that Tune stopped (ASHA)
+or that failed, since a stopped trial's process dies before its own code can. `StudyProgress` prints a line
+per ended trial.
 """
 
 import copy

@@ -1,9 +1,11 @@
-"""The MLflow UI (tuning/ui.py) in headless Chromium: the compare page lists both trials and the swept value.
+"""The MLflow UI (tuning/ui.py) in headless Chromium: the compare page lists both trials and the swept value, and
+the link `make ui` prints opens the model-training runs table with every trial listed.
 
-Needs Debian's Chromium: `apt-get install -y chromium` (skipped without /usr/bin/chromium). The screenshot
-goes to tests/artifacts/mlflow_compare.png (or $TEST_ARTIFACTS_DIR).
+Needs Debian's Chromium: `apt-get install -y chromium` (skipped without /usr/bin/chromium). The screenshots
+go to tests/artifacts/mlflow_{compare,runs}.png (or $TEST_ARTIFACTS_DIR).
 """
 
+import contextlib
 import json
 import os
 import re
@@ -54,31 +56,42 @@ def mlflow_ui(two_trial_study, tmp_path):
         log.close()
 
 
-def test_compare_page_lists_both_trials_with_the_swept_parameter(two_trial_study, mlflow_ui):
+@contextlib.contextmanager
+def browser_page(url: str):
+    """A headless Chromium page at `url`, closed afterwards."""
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()
+
+
+def screenshot_path(name: str) -> Path:
+    artifacts = Path(os.environ.get("TEST_ARTIFACTS_DIR", ROOT / "tests" / "artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    return artifacts / name
+
+
+def test_compare_page_lists_both_trials_with_the_swept_parameter(two_trial_study, mlflow_ui):
     _, parent, children = study_runs(two_trial_study.storage)
     children = sorted(children, key=lambda c: float(c.data.params["method.max_sigma"]))
     run_ids = [c.info.run_id for c in children]
     compare = (f"{mlflow_ui}/#/compare-runs?runs={json.dumps(run_ids)}"
                f"&experiments={json.dumps([parent.info.experiment_id])}")
-    artifacts = Path(os.environ.get("TEST_ARTIFACTS_DIR", ROOT / "tests" / "artifacts"))
-    artifacts.mkdir(parents=True, exist_ok=True)
-    screenshot = artifacts / "mlflow_compare.png"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(compare)
-            page.get_by_text("Comparing 2 Runs").wait_for(timeout=60_000)
-            page.get_by_text("sigma-70").first.wait_for(timeout=60_000)
-            text = page.inner_text("body")
-            # For the screenshot: the parameter table reduced to what differs (the swept value, the run name).
-            page.get_by_role("switch").first.click()
-            page.get_by_text("Parameters", exact=True).last.scroll_into_view_if_needed()
-            page.screenshot(path=str(screenshot), full_page=True)
-        finally:
-            browser.close()
+    screenshot = screenshot_path("mlflow_compare.png")
+    with browser_page(compare) as page:
+        page.get_by_text("Comparing 2 Runs").wait_for(timeout=60_000)
+        page.get_by_text("sigma-70").first.wait_for(timeout=60_000)
+        text = page.inner_text("body")
+        # For the screenshot: the parameter table reduced to what differs (the swept value, the run name).
+        page.get_by_role("switch").first.click()
+        page.get_by_text("Parameters", exact=True).last.scroll_into_view_if_needed()
+        page.screenshot(path=str(screenshot), full_page=True)
     print(f"screenshot: {screenshot}")
     assert "sigma-10" in text and "sigma-70" in text
     assert all(run_id in text for run_id in run_ids)
@@ -88,29 +101,19 @@ def test_compare_page_lists_both_trials_with_the_swept_parameter(two_trial_study
 
 
 def test_the_printed_link_opens_the_model_training_view_with_every_trial_listed(two_trial_study, mlflow_ui):
-    from playwright.sync_api import sync_playwright
-
     from tuning.ui import experiment_links
 
     _, parent, children = study_runs(two_trial_study.storage)
     (link,) = [line.split(": ", 1)[1] for line in experiment_links(two_trial_study.storage, mlflow_ui)
                if line.strip().startswith("refusion-sweeps:")]
-    artifacts = Path(os.environ.get("TEST_ARTIFACTS_DIR", ROOT / "tests" / "artifacts"))
-    artifacts.mkdir(parents=True, exist_ok=True)
-    screenshot = artifacts / "mlflow_runs.png"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(link)
-            # No click on the parent's expander: trials are top-level runs.
-            for child in children:
-                page.get_by_text(child.info.run_name, exact=True).first.wait_for(timeout=60_000)
-            text = page.inner_text("body")
-            url = page.url
-            page.screenshot(path=str(screenshot), full_page=True)
-        finally:
-            browser.close()
+    screenshot = screenshot_path("mlflow_runs.png")
+    with browser_page(link) as page:
+        # No click on the parent's expander: trials are top-level runs.
+        for child in children:
+            page.get_by_text(child.info.run_name, exact=True).first.wait_for(timeout=60_000)
+        text = page.inner_text("body")
+        url = page.url
+        page.screenshot(path=str(screenshot), full_page=True)
     print(f"screenshot: {screenshot}")
     assert "/runs" in url and "genai" not in url, url  # the model-training runs table, not GenAI's Traces page
     assert parent.info.run_name in text and f"{len(children) + 1} matching runs" in text, text[:2000]

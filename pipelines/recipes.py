@@ -105,12 +105,19 @@ class ScalingSettings:
     num_workers: int = 0
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
+    # Intra-op threads of a CPU worker (None: int(cpus_per_worker), at least 1). A sweep that books fewer logical
+    # CPUs than its recipe, so that a trial fits a small machine, keeps the recipe's thread count here.
+    torch_threads: int | None = None
     # Node labels the training workers must run on, e.g. {"ray-subcluster": "train"} (cluster/README.md).
     label_selector: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
-        if self.num_workers < 0 or self.cpus_per_worker <= 0:
-            raise ValueError(f"scaling.num_workers must be >= 0 and cpus_per_worker > 0, got {self}")
+        if self.num_workers < 0 or self.cpus_per_worker <= 0 or (self.torch_threads or 1) < 1:
+            raise ValueError(f"scaling.num_workers must be >= 0, cpus_per_worker > 0 and torch_threads >= 1, got {self}")
+
+    @property
+    def threads(self) -> int:
+        return self.torch_threads or max(1, int(self.cpus_per_worker))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -305,6 +312,16 @@ def refusion_sisr() -> RunConfig:
     return _refusion(_paper("refusion_sisr", method, data, LION, num_steps=700_000, batch_size=4))
 
 
+def sweep_gpu() -> RunConfig:
+    """Base of `sweep_refusion.py --scale gpu`: the paper Refusion (NAFNet w64 [1,1,1,28], sigma 50, T 100, Lion
+    4e-5 cosine, batch 4, 128^2) denoising HQ photos (Gaussian sigma 10-30; DIV2K by default, or data.source)."""
+    data = DataConfig(source=FolderSource(paths=("data/DIV2K/train_HR",)),
+                      degradation=GaussianNoiseConfig(sigma_range=(10.0, 30.0)), patch_size=128, crop_margin=0,
+                      hflip=True, rot=True, num_cpu_workers=6, val_patch_size=256)
+    return _refusion(_paper("sweep_gpu", RefusionConfig(net=REFUSION_NAFNET), data, LION, num_steps=20_000,
+                            batch_size=4))
+
+
 def latent_refusion_dehazing(autoencoder_path: str | None = None) -> RunConfig:
     """nasde.yml: NAFNet img_ch 8 on the 8x dehazing AE, Lion 3e-5 cosine, 400k x 8, 1024^2 patches."""
     net = dataclasses.replace(REFUSION_NAFNET, img_channels=DEHAZE_UNET.embed_dim, global_skip=True)
@@ -430,7 +447,7 @@ def msgd_debug() -> RunConfig:
 
 RECIPES = {
     f.__name__: f
-    for f in (demo, debug, refusion_deblurring, refusion_deshadow, refusion_sisr, latent_refusion_dehazing,
+    for f in (demo, debug, refusion_deblurring, refusion_deshadow, refusion_sisr, sweep_gpu, latent_refusion_dehazing,
               latent_autoencoder_dehazing, irsde_deblurring, osediff_sd21, osediff_tiny, diffir_sr4x_s1,
               diffir_sr4x_s2, diffir_deblur_s1, diffir_deblur_s2, diffir_debug, msgd_deblurring, msgd_debug)
 }

@@ -73,7 +73,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     rank, world_size = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
     device = ray.train.torch.get_device()
     if device.type == "cpu":  # one intra-op thread per booked CPU: more oversubscribes a node shared with Ray Data
-        torch.set_num_threads(max(1, int(config.scaling.cpus_per_worker)))
+        torch.set_num_threads(config.scaling.threads)
     torch.manual_seed(config.seed)  # the only global seeding: identical initial weights on every rank
 
     saved = load_saved_state(loop_config, device=device)

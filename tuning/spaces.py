@@ -27,49 +27,57 @@ class Study:
         return {self.key: tune.grid_search(list(self.settings))}
 
 
-def noise(*, num_steps: int) -> Study:
+def noise(*, num_steps: int, lr_scale: float = 1.0) -> Study:
     """IR-SDE max_sigma (0-255 scale): IR-SDE used 10-30, Refusion settled on 50."""
     return Study(name="noise", key="method.max_sigma", settings=(10.0, 30.0, 50.0, 70.0),
                  question="noise level sigma of the terminal state (lq + N(0, sigma^2))")
 
 
-def steps(*, num_steps: int) -> Study:
+def steps(*, num_steps: int, lr_scale: float = 1.0) -> Study:
     """Number of SDE steps T: Refusion keeps T = 100; the denoising configs use 1000."""
     return Study(name="steps", key="method.T", settings=(100, 1000),
                  question="denoising steps T (training and sampling)")
 
 
-def patch(*, num_steps: int) -> Study:
+def patch(*, num_steps: int, lr_scale: float = 1.0) -> Study:
     """Training patch size: 128 is the pixel-space default of the reference configs."""
     return Study(name="patch", key="data.patch_size", settings=(128, 256), question="training patch size P")
 
 
-def optimizer(*, num_steps: int) -> Study:
+def optimizer(*, num_steps: int, lr_scale: float = 1.0) -> Study:
     """Optimiser + schedule: IR-SDE's Adam + MultiStep, AdamW + cosine, Refusion's Lion + cosine.
 
-    Learning rates are the reference configs' (Adam 1e-4, Lion 4e-5); the MultiStep milestones keep
-    ir-sde.yml's positions (200k, 400k, 600k of 700k) relative to the budget.
+    Learning rates are the reference configs' (Adam 1e-4, Lion 4e-5) times `lr_scale` (a reduced-scale protocol
+    raises all three alike, keeping their ratios); the MultiStep milestones keep ir-sde.yml's positions (200k,
+    400k, 600k of 700k) relative to the budget.
     """
     milestones = sorted({max(1, round(num_steps * k / 7)) for k in (2, 4, 6)})
     return Study(
         name="optimizer",
         key="optim",
         settings=(
-            {"name": "adam", "lr": 1e-4, "weight_decay": 0.0, "scheduler": "multistep", "milestones": milestones,
+            {"name": "adam", "lr": 1e-4 * lr_scale, "weight_decay": 0.0, "scheduler": "multistep", "milestones": milestones,
              "gamma": 0.5},
-            {"name": "adamw", "lr": 1e-4, "weight_decay": 1e-2, "scheduler": "cosine", "eta_min": 1e-7},
-            {"name": "lion", "lr": 4e-5, "weight_decay": 0.0, "scheduler": "cosine", "eta_min": 1e-7},
+            {"name": "adamw", "lr": 1e-4 * lr_scale, "weight_decay": 1e-2, "scheduler": "cosine", "eta_min": 1e-7},
+            {"name": "lion", "lr": 4e-5 * lr_scale, "weight_decay": 0.0, "scheduler": "cosine", "eta_min": 1e-7},
         ),
         question="optimiser and learning-rate schedule",
     )
 
 
 STUDIES = {f.__name__: f for f in (noise, steps, patch, optimizer)}
+SEED_KEY = "seed"  # swept alongside a study's key when it runs several seeds per setting
 
 
 def setting_label(values: dict[str, Any]) -> str:
-    """Short human label of one trial's swept values: "50", "lion+cosine", "0.0003,128"."""
-    return ",".join(_short(v) for _, v in sorted(values.items()))
+    """Short human label of one trial's swept values, seed left out: "50", "lion+cosine", "0.0003,128"."""
+    return ",".join(_short(v) for k, v in sorted(values.items()) if k != SEED_KEY)
+
+
+def trial_label(values: dict[str, Any]) -> str:
+    """setting_label plus the seed when one is swept: "50-seed1"."""
+    seed = f"-seed{values[SEED_KEY]}" if SEED_KEY in values else ""
+    return setting_label(values) + seed
 
 
 def flat_values(values: dict[str, Any]) -> dict[str, str]:

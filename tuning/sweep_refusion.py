@@ -1,6 +1,7 @@
 """Ray Tune sweeps reproducing the Refusion ablations (arXiv 2304.08291, Sec. 3), one MLflow parent run per study.
 
     python tuning/sweep_refusion.py --study noise --recipe debug          # 4 trials on a laptop
+    python tuning/sweep_refusion.py --study all --scale cpu               # the four studies, 3 seeds, ~60 min
     python tuning/sweep_refusion.py --study all --recipe refusion_deblurring --set data.source.folder=/data \\
         --budget 20000 --gpus-per-trial 1 --asha
     python tuning/sweep_refusion.py --space my_space.yaml --search random --num-samples 8
@@ -31,7 +32,8 @@ from pipelines import cli, tracking
 from pipelines.data import check_data
 from pipelines.recipes import RECIPES, RunConfig, apply_overrides
 from tuning import report
-from tuning.spaces import STUDIES, Study, is_grid_only, load_space
+from tuning.protocols import PROTOCOLS
+from tuning.spaces import SEED_KEY, STUDIES, Study, is_grid_only, load_space
 from tuning.trainable import CloseTrialRuns, StudyProgress, SweepContext, close_interrupted_runs, train_trial
 
 logger = logging.getLogger(__name__)
@@ -49,10 +51,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     which.add_argument("--study", choices=[*STUDIES, "all"], help="a Refusion ablation (grid search)")
     which.add_argument("--space", help="YAML space of dotted keys (see tuning/spaces.py::load_space)")
     parser.add_argument("--name", type=cli.name, help="study folder / MLflow name for --space (default: the file's stem)")
-    parser.add_argument("--recipe", default="debug", help=f"base recipe, one of {sorted(RECIPES)}")
+    parser.add_argument("--scale", choices=sorted(PROTOCOLS),
+                        help="a protocol (tuning/protocols.py) fixing each study's recipe, budget, overrides and "
+                             "seeds: " + "; ".join(f"{p.name}: {p.expected}" for p in PROTOCOLS.values()))
+    parser.add_argument("--recipe", help=f"base recipe, one of {sorted(RECIPES)} (default: the --scale's, else debug)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the recipe")
     parser.add_argument("--budget", type=cli.positive_int, help="training steps per trial (default: the recipe's)")
-    parser.add_argument("--num-reports", type=cli.positive_int, default=4, help="validations/checkpoints/Tune reports per trial")
+    parser.add_argument("--num-reports", type=cli.positive_int, help="validations/checkpoints/Tune reports per trial (default 4)")
+    parser.add_argument("--seeds", type=cli.positive_int, help="seeds per setting, swept as `seed` 0..N-1 (default 1)")
     parser.add_argument("--search", choices=("grid", "random"), default="grid")
     parser.add_argument("--num-samples", type=cli.positive_int, default=1, help="samples of the space (--search random)")
     parser.add_argument("--asha", action="store_true", help="ASHA early stopping on --metric")
@@ -63,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-concurrent-trials", type=cli.positive_int, help="default: as many as the cluster fits")
     parser.add_argument("--num-workers", type=cli.positive_int, help="Train workers per trial (default: the recipe's, at least 1)")
     parser.add_argument("--cpus-per-trial", type=cli.positive_float, help="CPUs of a trial's Train workers, split among them")
-    parser.add_argument("--gpus-per-trial", type=cli.non_negative_int, default=0, help="GPUs per trial: one Train worker per GPU")
+    parser.add_argument("--gpus-per-trial", type=cli.non_negative_int, help="GPUs per trial: one Train worker per GPU (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue the study with Tuner.restore")
     parser.add_argument("--storage-path", default="runs", help="local folder holding sweeps/ and the MLflow store")
     parser.add_argument("--mlflow-uri", help="tracking server (default: the embedded SQLite store of pipelines)")
@@ -71,7 +77,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ray-address", help="Ray cluster to join; 'local' starts a new one (default: ray.init())")
     parser.add_argument("--num-cpus", type=cli.positive_int, help="logical CPUs of a newly started local Ray")
     parser.add_argument("--no-report", action="store_true", help="skip tuning/report.py at the end")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.scale and args.space:
+        parser.error("--scale runs the paper studies: use it with --study, not --space")
+    return args
+
+
+def for_study(args: argparse.Namespace, study_name: str) -> argparse.Namespace:
+    """The arguments one study runs with: the --scale protocol's plan for it, under the user's own flags."""
+    protocol = PROTOCOLS[args.scale] if args.scale else None
+    plan = protocol.plan(study_name) if protocol else None
+    return argparse.Namespace(**vars(args) | {
+        "recipe": args.recipe or (protocol.recipe if protocol else "debug"),
+        "budget": args.budget or (plan.budget if plan else None),
+        "num_reports": args.num_reports or (plan.num_reports if plan else 4),
+        "set": [*(plan.sets if plan else ()), *args.set],
+        "seeds": args.seeds or (protocol.num_seeds if protocol else 1),
+        "gpus_per_trial": args.gpus_per_trial if args.gpus_per_trial is not None else (
+            protocol.gpus_per_trial if protocol else 0),
+        "lr_scale": protocol.lr_scale if protocol else 1.0,
+    })
 
 
 def base_config(args: argparse.Namespace) -> RunConfig:
@@ -95,12 +120,18 @@ def base_config(args: argparse.Namespace) -> RunConfig:
 def study_spec(args: argparse.Namespace, study_name: str, *, num_steps: int) -> tuple[dict, str]:
     """(Tune space, what it sweeps) of a paper study or of the user's --space file."""
     if args.space is None:
-        study: Study = STUDIES[study_name](num_steps=num_steps)
-        return study.space(), study.question
-    space = load_space(args.space)
-    if args.search == "grid" and not is_grid_only(space):
-        raise cli.UserError("--space has sampled domains (choice/uniform/...): use --search random --num-samples N")
-    return space, ", ".join(space)
+        study: Study = STUDIES[study_name](num_steps=num_steps, lr_scale=args.lr_scale)
+        space, question = study.space(), study.question
+    else:
+        space = load_space(args.space)
+        if args.search == "grid" and not is_grid_only(space):
+            raise cli.UserError("--space has sampled domains (choice/uniform/...): use --search random --num-samples N")
+        question = ", ".join(space)
+    if args.seeds > 1:
+        if SEED_KEY in space:
+            raise cli.UserError(f"--seeds {args.seeds}: the space already sweeps {SEED_KEY!r}")
+        space = space | {SEED_KEY: tune.grid_search(list(range(args.seeds)))}
+    return space, question
 
 
 def check_inputs(args: argparse.Namespace, study_name: str) -> None:
@@ -137,8 +168,8 @@ def run_study(args: argparse.Namespace, study_name: str) -> Path:
         space, question = study_spec(args, study_name, num_steps=config.train.num_steps)
         context = new_context(args, study_name, config, space=space, question=question)
         study_dir.mkdir(parents=True, exist_ok=True)
-        summary = {"study": study_name, "question": question, "recipe": args.recipe,
-                   "swept": list(space), "context": dataclasses.asdict(context)}
+        summary = {"study": study_name, "question": question, "recipe": args.recipe, "scale": args.scale,
+                   "paper_study": args.space is None, "swept": list(space), "context": dataclasses.asdict(context)}
         (study_dir / SWEEP_FILE).write_text(json.dumps(summary, indent=2))
         tuner = tune.Tuner(
             trainable(context),
@@ -261,7 +292,8 @@ def fit_to_cluster(config: RunConfig, capacity: Capacity, *, explicit: bool) -> 
         return max(0.01, math.floor(cpus * factor * 100) / 100)
 
     fitted = dataclasses.replace(
-        config, scaling=dataclasses.replace(scaling, cpus_per_worker=shrink(scaling.cpus_per_worker)),
+        config, scaling=dataclasses.replace(scaling, cpus_per_worker=shrink(scaling.cpus_per_worker),
+                                            torch_threads=scaling.threads),  # booked less, computes as before
         data=dataclasses.replace(data, cpus_per_worker=shrink(data.cpus_per_worker)))
     logger.info("a trial needs %g CPUs (%s); the cluster has %g: sized to %g CPU per Train worker and %g per data "
                 "actor (set --cpus-per-trial / data.cpus_per_worker to choose)", need, what, capacity.cpus,
@@ -282,14 +314,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     names = [args.name or Path(args.space).stem] if args.space else (list(STUDIES) if args.study == "all" else [args.study])
     for name in names:  # every input problem is found before Ray starts
-        check_inputs(args, name)
+        check_inputs(for_study(args, name), name)
     init = {"address": args.ray_address} | ({"num_cpus": args.num_cpus} if args.num_cpus else {})
     ray.init(**init)
     try:
-        for name in names:
-            run_study(args, name)
+        study_dirs = [run_study(for_study(args, name), name) for name in names]
     finally:
         ray.shutdown()
+    if len(study_dirs) > 1 and not args.no_report and all((d / "report").is_dir() for d in study_dirs):
+        results = study_dirs[0].parent / f"results_{args.scale or 'recipe'}.md"
+        heading = f"Refusion sweeps at scale {args.scale}" if args.scale else "Refusion sweeps"
+        print(f"all studies: {report.write_results(study_dirs, results, heading=heading)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pipelines.checkpoints import find_latest_checkpoint, run_uri
 from pipelines.config_dict import deep_merge, set_dotted
 from pipelines.launch import build_trainer
 from pipelines.recipes import RunConfig
-from tuning.spaces import flat_values, setting_label
+from tuning.spaces import SEED_KEY, flat_values, setting_label, trial_label
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ def trial_config(base: dict, values: dict[str, Any], *, name: str) -> RunConfig:
             set_dotted(tree, key, deep_merge(node, value))
         else:
             set_dotted(tree, key, value)
+    if SEED_KEY in values:  # the run has one seed: degradations draw from it too
+        tree["data"]["seed"] = tree[SEED_KEY]
     return RunConfig.from_dict(tree)
 
 
@@ -104,7 +106,7 @@ def open_trial_run(context: SweepContext, config: RunConfig, values: dict[str, A
     } | {f"sweep.{key}": value for key, value in swept.items()}
     experiment = client.get_experiment(context.experiment_id).name
     return tracking.start_run(uri=context.tracking_uri, experiment=experiment, artifact_root=None,
-                              run_name=f"{context.study}-{setting_label(values)}", config=config.to_dict(),
+                              run_name=f"{context.study}-{trial_label(values)}", config=config.to_dict(),
                               tags=tags)
 
 

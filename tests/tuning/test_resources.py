@@ -5,13 +5,14 @@ import dataclasses
 import pytest
 
 from pipelines import cli
-from tuning.sweep_refusion import Capacity, base_config, explicit_resources, fit_to_cluster, parse_args, trial_cpus
+from tuning.sweep_refusion import (Capacity, base_config, explicit_resources, fit_to_cluster, for_study, parse_args,
+                                   trial_cpus)
 
 TWO_CPUS = Capacity(cpus=2, gpus=0, node_cpus=2)
 
 
 def _config(*extra: str):
-    args = parse_args(["--study", "noise", "--recipe", "debug", *extra])
+    args = for_study(parse_args(["--study", "noise", "--recipe", "debug", *extra]), "noise")
     return base_config(args), explicit_resources(args)
 
 
@@ -22,6 +23,8 @@ def test_the_recipe_default_is_sized_down_to_fit_two_cpus():
     assert trial_cpus(fitted) <= 2
     assert fitted.scaling.cpus_per_worker == fitted.data.cpus_per_worker > 0.3
     assert dataclasses.replace(fitted, scaling=config.scaling, data=config.data) == config  # nothing else changes
+    # Booked less, computes as before: the worker keeps the recipe's torch threads.
+    assert fitted.scaling.threads == config.scaling.threads == int(config.scaling.cpus_per_worker)
 
 
 def test_a_request_that_fits_is_left_as_it_is():
@@ -58,5 +61,5 @@ def test_a_cluster_too_small_for_any_trial_is_refused():
 
 def test_every_recipe_default_fits_two_cpus_after_sizing():
     for name in ("debug", "demo"):
-        args = parse_args(["--study", "noise", "--recipe", name])
+        args = for_study(parse_args(["--study", "noise", "--recipe", name]), "noise")
         assert trial_cpus(fit_to_cluster(base_config(args), TWO_CPUS, explicit=False)) <= 2, name

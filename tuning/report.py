@@ -276,14 +276,6 @@ def write_results(study_dirs: list[Path], path: Path, *, heading: str) -> Path:
     return path
 
 
-def _setting_order(label: str) -> tuple:
-    """Numeric settings sort by value, others alphabetically."""
-    try:
-        return (0, tuple(float(part) for part in label.split(",")), label)
-    except ValueError:
-        return (1, (), label)
-
-
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = cli.Parser(prog="tuning/report.py", description=__doc__.split("\n")[0])

@@ -92,6 +92,8 @@ def judge(claim: Claim, scores: list[SettingScores]) -> Verdict:
         verdict = REPRODUCED if diff > spread else NOT_REPRODUCED if diff < -spread else INCONCLUSIVE
     elif claim.kind == "tied":
         verdict = REPRODUCED if abs(diff) <= spread else NOT_REPRODUCED
+        if verdict == NOT_REPRODUCED:
+            detail += f"; {claim.setting if diff > 0 else rival.setting} is better beyond the spread"
     else:  # best_or_tied
         verdict = REPRODUCED if diff >= -spread else NOT_REPRODUCED
     return Verdict(claim=claim.text, verdict=verdict, detail=detail)

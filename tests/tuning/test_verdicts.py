@@ -30,7 +30,8 @@ def test_the_best_or_tied_claim_holds_within_the_spread_of_the_best_and_fails_be
 
 def test_the_tied_claim_fails_when_the_settings_differ_beyond_the_spread():
     assert judge(CLAIMS["steps"], [scores("100", 3.0, 3.1, 3.2), scores("1000", 3.05, 3.1, 3.15)]).verdict == REPRODUCED
-    assert judge(CLAIMS["steps"], [scores("100", 3.0, 3.1, 3.2), scores("1000", 1.0, 1.1, 1.2)]).verdict == NOT_REPRODUCED
+    differ = judge(CLAIMS["steps"], [scores("100", 3.0, 3.1, 3.2), scores("1000", 1.0, 1.1, 1.2)])
+    assert differ.verdict == NOT_REPRODUCED and differ.detail.endswith("100 is better beyond the spread")
 
 
 def test_settings_that_do_not_beat_their_input_or_have_one_seed_are_inconclusive():

@@ -4,7 +4,7 @@ A protocol fixes, per study, the base recipe, the step budget, the validations p
 and the seeds, so that every setting is trained long enough to beat its noisy input on the held-out photos and
 the seed spread says whether a difference between settings is real.
 
-- `cpu`: the demo's small NAFNet (width 16) denoising the bundled photos, 3 seeds, 33 trials in about 60
+- `cpu`: the demo's small NAFNet (width 16) denoising the bundled photos, 3 seeds, 33 trials in 70
   minutes on a 2-core machine (docs/results/refusion_sweeps_cpu.md). T = 10 with the posterior sampler, except
   in the steps study, which trains and samples with T = 100 and T = 1000 as the paper varied T. The optimizer
   study keeps the paper's learning-rate ratio (Adam/AdamW 1e-4 : Lion 4e-5) scaled by 40 for the tiny net.
@@ -57,7 +57,7 @@ CPU = Protocol(
         "patch": StudyPlan(budget=400, sets=("train.batch_size=2",)),
         "optimizer": StudyPlan(budget=600),
     },
-    expected="about 60 minutes on 2 CPU cores",
+    expected="70 minutes on 2 CPU cores (69:48 measured)",
 )
 
 GPU = Protocol(

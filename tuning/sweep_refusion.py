@@ -1,7 +1,7 @@
 """Ray Tune sweeps reproducing the Refusion ablations (arXiv 2304.08291, Sec. 3), one MLflow parent run per study.
 
     python tuning/sweep_refusion.py --study noise --recipe debug          # 4 trials on a laptop
-    python tuning/sweep_refusion.py --study all --scale cpu               # the four studies, 3 seeds, ~60 min
+    python tuning/sweep_refusion.py --study all --scale cpu               # the four studies, 3 seeds, ~70 min
     python tuning/sweep_refusion.py --study all --recipe refusion_deblurring --set data.source.folder=/data \\
         --budget 20000 --gpus-per-trial 1 --asha
     python tuning/sweep_refusion.py --space my_space.yaml --search random --num-samples 8

@@ -196,9 +196,14 @@ def apply_overrides(config: RunConfig, *, files: list[str] = (), sets: list[str]
         if not sep or not key.strip():
             raise ValueError(f"--set expects key=value, got {item!r}")
         set_dotted(tree, key.strip(), parse_scalar(value))
-        if key.strip() == "seed":  # the run has one seed: degradations draw from it too
-            tree["data"]["seed"] = tree["seed"]
+        if key.strip() == "seed":
+            tie_data_seed(tree)
     return RunConfig.from_dict(tree)
+
+
+def tie_data_seed(tree: dict) -> None:
+    """After `seed` changed in a RunConfig dict: the run has one seed, so degradations draw from it too."""
+    tree["data"]["seed"] = tree["seed"]
 
 
 def _merge_file(tree: dict, path: str) -> dict:
@@ -219,7 +224,7 @@ def _merge_file(tree: dict, path: str) -> dict:
             if "." in str(key):
                 set_dotted(tree, key, value)
         if "seed" in overlay:
-            tree["data"]["seed"] = tree["seed"]
+            tie_data_seed(tree)
         RunConfig.from_dict(tree)  # validated here, so an error names this file
     except ValueError as error:
         raise ValueError(f"--config {path}: {error}") from error

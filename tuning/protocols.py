@@ -12,7 +12,7 @@ the seed spread says whether a difference between settings is real.
   see 4x the pixels.
 - `gpu`: the paper-size ConditionalNAFNet (width 64, 28 middle blocks), T = 100, max_sigma 50, Lion 4e-5 +
   cosine, patch 128, batch 4, 20k steps per trial, 3 seeds, on the user's HQ folder (`--set
-  data.source.path=...` or `--set data.source...`). Not run here (no GPU): the official recipe trains 700k
+  data.source.paths=[/data/hq]`). Not run here (no GPU): the official recipe trains 700k
   steps in about 3 days on one A100 (Refusion issue #126), about 2.7 steps/s, so a 20k-step trial is about
   2 h, a 256^2 trial about 4x that, and the 33 trials about 80 GPU-hours on one A100 (an estimate).
 """

@@ -80,8 +80,8 @@ def load_trials(client: MlflowClient, *, experiment_id: str, parent_run_id: str)
         seed = run.data.tags.get("sweep.seed")
         trials.append(TrialCurves(run_name=run.info.run_name, setting=run.data.tags.get("sweep.setting", "?"),
                                   seed=None if seed is None else int(seed),
-                                  run_dir=run.data.tags.get("ray.run", ""), status=run.info.status, stopped_by=run.data.tags.get("sweep.stopped_by", ""),
-                                  curves=curves))
+                                  run_dir=run.data.tags.get("ray.run", ""), status=run.info.status,
+                                  stopped_by=run.data.tags.get("sweep.stopped_by", ""), curves=curves))
     return sorted(trials, key=lambda t: (_setting_order(t.setting), t.seed or 0))
 
 

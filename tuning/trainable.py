@@ -24,7 +24,7 @@ from pipelines import tracking
 from pipelines.checkpoints import find_latest_checkpoint, run_uri
 from pipelines.config_dict import deep_merge, set_dotted
 from pipelines.launch import build_trainer
-from pipelines.recipes import RunConfig
+from pipelines.recipes import RunConfig, tie_data_seed
 from tuning.spaces import SEED_KEY, flat_values, setting_label, trial_label
 
 logger = logging.getLogger(__name__)
@@ -56,8 +56,8 @@ def trial_config(base: dict, values: dict[str, Any], *, name: str) -> RunConfig:
             set_dotted(tree, key, deep_merge(node, value))
         else:
             set_dotted(tree, key, value)
-    if SEED_KEY in values:  # the run has one seed: degradations draw from it too
-        tree["data"]["seed"] = tree[SEED_KEY]
+    if SEED_KEY in values:
+        tie_data_seed(tree)
     return RunConfig.from_dict(tree)
 
 

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast ui head head-stop bench quality browser clean
+.PHONY: demo test test-fast ui head head-stop bench quality browser postgres clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ demo: $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; } || echo "chromium not installed: the UI browser test will be skipped"
 
-test: $(STAMP) browser
-	RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.2 $(PY) -m pytest -q --timeout=900 --durations=15
+# Debian's PostgreSQL for the tracking-store restart test (a throwaway cluster on a free port; skipped with a reason
+# when it cannot be installed).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null 2>&1; } || echo "postgresql not installed: the tracking-store test will be skipped"
+
+test: $(STAMP) browser postgres
+	RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.2 $(PY) -m pytest -q --timeout=900 --durations=40
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" --timeout=300

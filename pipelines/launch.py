@@ -60,7 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "else runs/ (~/restoration/runs for a `ray job submit` driver)")
     parser.add_argument("--num-workers", type=cli.non_negative_int, help="Ray Train workers; 0 = local mode (one process)")
     parser.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per worker, NCCL, bf16 AMP")
-    parser.add_argument("--mlflow-uri", help="tracking server, e.g. http://head:5000 (default: embedded SQLite)")
+    parser.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or None,
+                        help="tracking server, e.g. http://head:5000 (default $MLFLOW_TRACKING_URI, as the clusters "
+                             "set it; else the embedded SQLite store)")
     parser.add_argument("--experiment", default="restoration", type=cli.name, help="MLflow experiment name")
     parser.add_argument("--smoke-test", action="store_true", help="a short run through every stage (about a minute)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
@@ -210,13 +212,14 @@ def init_ray(config: RunConfig) -> None:
     """
     import ray
 
+    runtime_env = {"env_vars": env} if (env := tracking.worker_env()) else None  # rank 0 logs with them
     if "RAY_ADDRESS" in os.environ:
-        ray.init()
+        ray.init(runtime_env=runtime_env)
         return
     needed = (config.scaling.num_workers * config.scaling.cpus_per_worker
               + config.data.num_cpu_workers * config.data.cpus_per_worker + 1)
     # address="local": never join another cluster that happens to run on this machine.
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(needed)))
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), runtime_env=runtime_env)
 
 
 def build_trainer(config: RunConfig, *, target: tracking.TrackingTarget, resume: tuple[str, int] | None,

@@ -7,10 +7,12 @@ relative `./mlruns` would land in the Ray worker's scratch directory. mlflow is 
 (about 2 s) so that a Ray worker which unpickles the train loop but never logs does not pay for it.
 """
 
+import base64
 import logging
 import os
 import signal
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from pipelines import cli
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +31,9 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 # The UI's own mode switch (GenAI is its default, kept in the browser): links we print open the model-training view.
 UI_QUERY = "?workflowType=machine_learning"
+
+# Basic-auth credentials of a tracking server (tuning/tracking_server.py); the MLflow client reads them itself.
+CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 # Fail fast instead of retrying for minutes when a server is down; training must not wait on tracking.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -70,9 +77,11 @@ def start_run(
     resume_run_id: str | None = None,
 ) -> TrackingTarget:
     """Create (or reopen, for --resume) the run and log the flattened config; tracking off if unreachable."""
-    if uri.startswith(("http://", "https://")) and not _reachable(uri):
-        logger.warning("MLflow server %s is unreachable: training continues without tracking", uri)
-        return TrackingTarget(uri=uri, run_id=None)
+    if uri.startswith(("http://", "https://")):
+        if not _reachable(uri):
+            logger.warning("MLflow server %s is unreachable: training continues without tracking", uri)
+            return TrackingTarget(uri=uri, run_id=None)
+        check_access(uri)
     client = _client(uri)
     try:
         if resume_run_id is not None:
@@ -183,6 +192,36 @@ def run_url(target: TrackingTarget) -> str | None:
         run = _client(target.uri).get_run(target.run_id)
         return f"{target.uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{target.run_id}{UI_QUERY}"
     return f"run {target.run_id} (view: mlflow ui --backend-store-uri {target.uri})"
+
+
+def check_access(uri: str) -> None:
+    """Raise a UserError when a tracking server refuses this process's credentials (basic-auth, HTTP 401/403).
+
+    A server that asks for a password refuses the run, rather than letting it train untracked: the credentials
+    are configuration, and a wrong one does not fix itself. The MLflow client reads them from the environment.
+    """
+    request = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
+    username, password = (os.environ.get(name, "") for name in CREDENTIALS)
+    if username or password:
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            return
+    except urllib.error.HTTPError as error:
+        if error.code not in (401, 403):
+            return  # not an access problem: the MLflow client reports it where it happens
+        given = "the credentials in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD were refused" if (
+            username or password) else "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        raise cli.UserError(f"MLflow server {uri} answered HTTP {error.code}: {given}") from None
+
+
+def worker_env() -> dict[str, str]:
+    """The MLflow credentials of this process, as runtime_env env_vars for the Ray workers that log (rank 0, Tune
+    trials); empty inside a submitted job, whose workers get them from the job or the cluster's nodes."""
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:  # a job's runtime_env: ray.init may not set the same keys
+        return {}
+    return {name: os.environ[name] for name in CREDENTIALS if name in os.environ}
 
 
 def _client(uri: str):

@@ -4,6 +4,10 @@ import os
 
 import pytest
 
+# The commands default to $MLFLOW_TRACKING_URI (as the clusters set it); the tests choose their store themselves.
+for _name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+    os.environ.pop(_name, None)
+
 
 @pytest.fixture
 def ray_local():

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 
 import ray
 from mlflow.tracking import MlflowClient
@@ -72,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gpus-per-trial", type=cli.non_negative_int, help="GPUs per trial: one Train worker per GPU (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue the study with Tuner.restore")
     parser.add_argument("--storage-path", default="runs", help="local folder holding sweeps/ and the MLflow store")
-    parser.add_argument("--mlflow-uri", help="tracking server (default: the embedded SQLite store of pipelines)")
+    parser.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or None,
+                        help="tracking server (default $MLFLOW_TRACKING_URI, else the embedded SQLite store)")
     parser.add_argument("--experiment", default="refusion-sweeps", type=cli.name, help="MLflow experiment")
     parser.add_argument("--ray-address", help="Ray cluster to join; 'local' starts a new one (default: ray.init())")
     parser.add_argument("--num-cpus", type=cli.positive_int, help="logical CPUs of a newly started local Ray")
@@ -316,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:  # every input problem is found before Ray starts
         check_inputs(for_study(args, name), name)
     init = {"address": args.ray_address} | ({"num_cpus": args.num_cpus} if args.num_cpus else {})
+    if env := tracking.worker_env():  # the trials log to a tracking server with the driver's credentials
+        init["runtime_env"] = {"env_vars": env}
     ray.init(**init)
     try:
         study_dirs = [run_study(for_study(args, name), name) for name in names]

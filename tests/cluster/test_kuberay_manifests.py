@@ -142,3 +142,123 @@ def test_documented_training_commands_parse_with_the_real_cli(name):
     for argv in commands:
         args = parse_args(argv)
         assert args.storage_path and args.num_workers >= 1 and args.use_gpu, argv
+
+
+# --- the MLflow tracking store: PostgreSQL on its own volume, basic-auth, secrets from Secrets ---
+
+DB_MANIFEST = "cluster/k8s/mlflow-db.yaml"
+CORE_MODELS = {"Service": "V1Service", "StatefulSet": "V1StatefulSet"}
+
+
+def core_problems(obj, type_name: str, path: str = "") -> list[str]:
+    """One message per key that the Kubernetes type (the official client's model of it) does not have."""
+    import kubernetes.client
+
+    if type_name == "object":  # IntOrString and free-form fields
+        return []
+    if match := re.fullmatch(r"list\[(.+)\]", type_name):
+        if not isinstance(obj, list):
+            return [f"{path}: expected a list"]
+        return [p for i, item in enumerate(obj) for p in core_problems(item, match[1], f"{path}[{i}]")]
+    if type_name.startswith("dict"):  # labels, resource quantities (int or string)
+        return [] if isinstance(obj, dict) else [f"{path}: expected a map"]
+    scalars = {"str": str, "int": int, "bool": bool}
+    if type_name in scalars:
+        ok = isinstance(obj, scalars[type_name]) and not (type_name == "int" and isinstance(obj, bool))
+        return [] if ok else [f"{path}: expected {type_name}, got {type(obj).__name__}"]
+    model = getattr(kubernetes.client, type_name)
+    if not isinstance(obj, dict):
+        return [f"{path}: expected an object ({type_name})"]
+    fields = {json_key: model.openapi_types[attr] for attr, json_key in model.attribute_map.items()}
+    problems = []
+    for key, value in obj.items():
+        if key not in fields:
+            problems.append(f"{path}.{key}: no such field of {type_name}")
+        else:
+            problems += core_problems(value, fields[key], f"{path}.{key}")
+    return problems
+
+
+def _db_docs() -> dict[str, dict]:
+    return {d["kind"]: d for d in yaml.safe_load_all((ROOT / DB_MANIFEST).read_text()) if d}
+
+
+def test_the_database_is_a_core_statefulset_with_its_own_volume_and_a_headless_service():
+    docs = _db_docs()
+    assert set(docs) == set(CORE_MODELS)
+    for kind, doc in docs.items():
+        assert core_problems(doc, CORE_MODELS[kind]) == [], kind
+    service, statefulset = docs["Service"], docs["StatefulSet"]
+    spec = statefulset["spec"]
+    assert spec["serviceName"] == service["metadata"]["name"] and service["spec"]["clusterIP"] == "None"
+    assert spec["selector"]["matchLabels"] == service["spec"]["selector"] == spec["template"]["metadata"]["labels"]
+    (claim,) = spec["volumeClaimTemplates"]  # the data outlives the pod, and the Ray head
+    (container,) = spec["template"]["spec"]["containers"]
+    assert [m["name"] for m in container["volumeMounts"]] == [claim["metadata"]["name"]]
+    assert spec["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_the_core_check_catches_a_typo():
+    doc = copy.deepcopy(_db_docs()["StatefulSet"])
+    doc["spec"]["template"]["spec"]["containers"][0]["envs"] = []
+    doc["spec"]["replica"] = 1
+    assert sorted(core_problems(doc, "V1StatefulSet")) == [
+        ".spec.replica: no such field of V1StatefulSetSpec",
+        ".spec.template.spec.containers[0].envs: no such field of V1Container"]
+
+
+def _containers(name: str) -> dict[str, list[dict]]:
+    """'head' / 'workers' -> the Ray containers of a KubeRay manifest."""
+    spec = _cluster_spec(name)
+    return {"head": [_ray_container(spec["headGroupSpec"]["template"])],
+            "workers": [_ray_container(g["template"]) for g in spec["workerGroupSpecs"]]}
+
+
+def _secret_env(container: dict) -> dict[str, tuple[str, str]]:
+    return {e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+            for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+
+
+def _secret_refs(obj) -> list[tuple[str, str]]:
+    if isinstance(obj, dict):
+        if set(obj) >= {"name", "key"} and len(obj) <= 3:
+            return [(obj["name"], obj["key"])]
+        return [r for value in obj.values() for r in _secret_refs(value)]
+    return [r for value in obj for r in _secret_refs(value)] if isinstance(obj, list) else []
+
+
+@pytest.mark.parametrize("name", [*MANIFESTS, DB_MANIFEST])
+def test_every_secret_reference_is_a_secret_and_key_that_the_readme_creates(name):
+    docs = [d for d in yaml.safe_load_all((ROOT / name).read_text()) if d]
+    refs = set(_secret_refs(docs))
+    assert refs, name
+    readme = re.sub(r"\\\n\s*", " ", (ROOT / "cluster/README.md").read_text())
+    for secret, key in refs:
+        commands = re.findall(rf"kubectl create secret generic {secret} [^\n`]*", readme)
+        assert any(f"--from-literal={key}=" in c for c in commands), (secret, key)
+    text = (ROOT / name).read_text()
+    assert not re.search(r"(?i)password=\w|PASSWORD\n\s+value:", text), "a password written in the file"
+
+
+@pytest.mark.parametrize("name", MANIFESTS)
+def test_tracking_runs_on_postgres_behind_basic_auth_and_every_trainer_has_the_account(name):
+    from tuning.tracking_server import parse_args
+
+    (head,) = _containers(name)["head"]
+    args = head["args"][0]
+    start = args.index("python -m tuning.tracking_server")
+    command = shlex.split(args[start:args.index(">", start)].replace("$MLFLOW_DB_HOST", "db").replace("$POD_IP", "ip"))
+    server = parse_args(command[3:])
+    assert server.backend_store_uri == "postgresql://mlflow@db:5432/mlflow"
+    assert server.auth_database_uri == "postgresql://mlflow@db:5432/mlflow_auth"
+    assert "sqlite" not in args and server.host == "ip"
+    # Artifacts on the runs volume, beside the checkpoints (--storage-path /mnt/runs).
+    assert server.artifacts_destination.startswith("/mnt/runs/")
+    assert {"name": "runs", "mountPath": "/mnt/runs"} in head["volumeMounts"]
+    account = {"MLFLOW_TRACKING_USERNAME": ("restoration-mlflow-auth", "username"),
+               "MLFLOW_TRACKING_PASSWORD": ("restoration-mlflow-auth", "password")}
+    assert _secret_env(head) == account | {"MLFLOW_DB_HOST": ("restoration-mlflow-db", "host"),
+                                           "PGPASSWORD": ("restoration-mlflow-db", "password")}
+    assert {e["name"]: e["value"] for e in head["env"] if "value" in e}["MLFLOW_TRACKING_URI"] == "http://$(POD_IP):5000"
+    for worker in _containers(name)["workers"]:  # rank 0 and Tune trials log from here; no database password
+        assert _secret_env(worker) == account

@@ -3,6 +3,7 @@
 import copy
 import json
 import re
+import shlex
 from pathlib import Path
 
 import jsonschema
@@ -111,7 +112,7 @@ def test_dashboard_binds_to_loopback_and_nothing_binds_to_all_interfaces(name):
     head_start = " ".join(config["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head_start
     assert "0.0.0.0" not in (ROOT / name).read_text()
-    mlflow = [cmd for cmd in config["head_start_ray_commands"] if "mlflow server" in cmd]
+    mlflow = [cmd for cmd in config["head_start_ray_commands"] if "tuning.tracking_server" in cmd]
     assert len(mlflow) == 1 and "--host $(hostname -I" in mlflow[0]  # the private VPC address
 
 
@@ -121,3 +122,38 @@ def test_setup_installs_this_checkout_on_every_node(name):
     assert config["file_mounts"] == {"/home/ray/restoration": "."}
     assert config["rsync_filter"] == [".gitignore"]  # keeps .venv and runs/ out of the upload
     assert any("pip install" in cmd and "-e /home/ray/restoration" in cmd for cmd in config["setup_commands"])
+
+
+ACCOUNT = "export MLFLOW_TRACKING_USERNAME=admin MLFLOW_TRACKING_PASSWORD=$(cat ~/.restoration/mlflow_password)"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_tracking_is_postgres_outside_the_cluster_behind_basic_auth(name):
+    from tuning.tracking_server import parse_args
+
+    config = _load(name)
+    (command,) = [cmd for cmd in config["head_start_ray_commands"] if "tuning.tracking_server" in cmd]
+    start = command.index("python -m tuning.tracking_server")
+    server = parse_args(shlex.split(command[start:command.index(">", start)].replace("$(hostname -I | awk '{print $1}')", "ip"))[3:])
+    host = "YOUR-RDS-ENDPOINT" if "aws" in name else "YOUR-CLOUD-SQL-PRIVATE-IP"  # a managed database: `ray down` keeps it
+    assert server.backend_store_uri == f"postgresql://mlflow@{host}:5432/mlflow"
+    assert server.auth_database_uri == f"postgresql://mlflow@{host}:5432/mlflow_auth"
+    assert server.artifacts_destination.startswith(("s3://YOUR-BUCKET/", "gs://YOUR-BUCKET/"))  # beside the runs
+    assert "sqlite" not in (ROOT / name).read_text()
+    assert command.startswith(f"mkdir -p ~/mlflow && {ACCOUNT} PGPASSWORD=$(cat ~/.restoration/db_password) &&")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_mlflow_passwords_come_from_cloud_secrets_and_every_node_has_the_account(name):
+    config = _load(name)
+    fetches = {"setup_commands": "~/.restoration/mlflow_password", "head_setup_commands": "~/.restoration/db_password"}
+    for key, path in fetches.items():
+        (fetch,) = [cmd for cmd in config[key] if path in cmd]
+        assert "umask 077" in fetch and f"> {path}" in fetch and re.search(r"secretsmanager|secretmanager", fetch)
+    assert not any("db_password" in cmd for cmd in config["setup_commands"] + config["worker_start_ray_commands"])
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):  # Ray's workers inherit it: rank 0 logs
+        (start,) = [cmd for cmd in config[key] if "ray start" in cmd]
+        assert ACCOUNT in start, key
+    head = next(cmd for cmd in config["head_start_ray_commands"] if "ray start" in cmd)
+    assert "export MLFLOW_TRACKING_URI=http://$(hostname -I | awk '{print $1}'):5000" in head  # the jobs' default
+    assert not re.search(r"(?i)PASSWORD=(?!\$\(cat )", (ROOT / name).read_text()), "a literal password"

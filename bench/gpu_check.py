@@ -68,6 +68,7 @@ class Shapes:
     data_overrides: tuple[str, ...]
     sd_kind: str
     osediff_batch: int
+    osediff_crop: int  # training crop; restore is always 512^2
     ddp_backend: str
     ddp_world_size: int
     allreduce_mib: int
@@ -76,7 +77,8 @@ class Shapes:
 def gpu_shapes(latent_steps: int) -> Shapes:
     return Shapes(net=REFUSION_NAFNET, train_cases=((128, 4), (256, 16)), warmup=3, repeats=10,
                   compile_backend="inductor", latent_image=(4000, 6000), latent_steps=latent_steps,
-                  data_steps=200, data_overrides=(), sd_kind="sd21", osediff_batch=4, ddp_backend="nccl",
+                  data_steps=200, data_overrides=(), sd_kind="sd21", osediff_batch=4, osediff_crop=512,
+                  ddp_backend="nccl",
                   ddp_world_size=max(1, torch.cuda.device_count()), allreduce_mib=256)
 
 
@@ -86,7 +88,8 @@ def dry_shapes() -> Shapes:
                   latent_image=(64, 96), latent_steps=2, data_steps=4,
                   data_overrides=(*tiny, "data.patch_size=32", "train.batch_size=2", "data.num_cpu_workers=1",
                                   "scaling.use_gpu=false", "scaling.cpus_per_worker=1", "method.T=4"),
-                  sd_kind="tiny", osediff_batch=1, ddp_backend="gloo", ddp_world_size=2, allreduce_mib=8)
+                  sd_kind="tiny", osediff_batch=1, osediff_crop=128, ddp_backend="gloo", ddp_world_size=2,
+                  allreduce_mib=8)
 
 
 def train_step(shapes: Shapes, device: torch.device) -> dict:
@@ -208,8 +211,10 @@ def latent_restore(shapes: Shapes, device: torch.device) -> dict:
 
 
 def osediff(shapes: Shapes, device: torch.device) -> dict:
-    result = osediff_bench(shapes.sd_kind, device, batch=shapes.osediff_batch, repeats=shapes.repeats)
-    return result | {"sd": shapes.sd_kind, "batch": shapes.osediff_batch, "paper_restore_s_a100": PAPER_S_PER_IMAGE}
+    result = osediff_bench(shapes.sd_kind, device, batch=shapes.osediff_batch, repeats=shapes.repeats,
+                           crop=shapes.osediff_crop)
+    return result | {"sd": shapes.sd_kind, "batch": shapes.osediff_batch, "crop": shapes.osediff_crop,
+                     "paper_restore_s_a100": PAPER_S_PER_IMAGE}
 
 
 def _free_port() -> int:
@@ -307,8 +312,8 @@ def table(results: dict) -> str:
                          f"{r['s_T100_projected']:.1f} s, peak {r['peak_gib']:.2f} GiB")
         elif name == "osediff":
             lines.append(f"osediff ({r['sd']}): restore {r['restore_s']:.3f} s per 512^2 image (paper "
-                         f"{r['paper_restore_s_a100']} s on A100), train step {r['step_s']:.3f} s (batch {r['batch']}),"
-                         f" peak {r['peak_gib']:.1f} GiB")
+                         f"{r['paper_restore_s_a100']} s on A100), train step {r['step_s']:.3f} s "
+                         f"(batch {r['batch']} x {r['crop']}^2), peak {r['peak_gib']:.1f} GiB")
         elif name == "ddp":
             lines.append(f"ddp ({r['backend']}, {r['world_size']} ranks): all-reduce {r['allreduce_mib']} MiB "
                          f"{1000 * r['allreduce_s']:.2f} ms ({r['bus_gb_per_s']:.1f} GB/s bus), DDP step "

@@ -19,8 +19,9 @@ from models.osediff.random_sd import random_sd
 PAPER_S_PER_IMAGE = 0.11  # A100, fp16, batch 1, 512^2 output
 
 
-def bench(kind: str, device: torch.device, *, batch: int, repeats: int) -> dict[str, float]:
-    """Restore time per 512^2 image (batch 1) and one training step (batch x 512^2 crops), in seconds."""
+def bench(kind: str, device: torch.device, *, batch: int, repeats: int, crop: int = 512) -> dict[str, float]:
+    """Restore time per 512^2 image (batch 1) and one training step (batch x crop^2 crops; the paper's 512), in
+    seconds."""
     method = OSEDiff(OSEDiffConfig(sd_path="<random weights in memory>"))
     net = method.assemble(random_sd(kind, seed=0)).to(device).train()
     g = torch.Generator(device=device).manual_seed(0)
@@ -28,7 +29,7 @@ def bench(kind: str, device: torch.device, *, batch: int, repeats: int) -> dict[
     restore_s, _ = timed(lambda: method.restore(net, lq1, generator=g), device, warmup=2, repeats=repeats)
 
     optimizer = torch.optim.AdamW(method.param_groups(net), lr=5e-5, weight_decay=1e-2)
-    hq = torch.rand(batch, 3, 512, 512, generator=g, device=device) * 2 - 1
+    hq = torch.rand(batch, 3, crop, crop, generator=g, device=device) * 2 - 1
     lq = torch.nn.functional.interpolate(hq, scale_factor=0.25, mode="area")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 

@@ -151,7 +151,8 @@ def _snapshot(server: Server) -> dict:
                 artifacts = sorted(a.path for a in client.list_artifacts(run.info.run_id))
                 runs[run.info.run_id] = dict(experiment=experiment.name, name=run.info.run_name,
                                              status=run.info.status, params=run.data.params, tags=run.data.tags,
-                                             metrics=run.data.metrics, history=history, artifacts=artifacts)
+                                             metrics=run.data.metrics, history=history, artifacts=artifacts,
+                                             times=(run.info.start_time, run.info.end_time))
     return runs
 
 
@@ -169,9 +170,11 @@ def test_a_two_trial_sweep_logs_through_basic_auth_and_survives_a_server_restart
     roles = sorted(run["tags"].get("sweep.role", "trial") for run in sweep.values())
     assert roles == ["parent", "trial", "trial"], tail(log)
     trials = [run for run in sweep.values() if "sweep.parent_run_id" in run["tags"]]
-    assert sorted(run["params"]["method.max_sigma"] for run in trials) == ["10", "70"]
+    assert sorted(float(run["params"]["method.max_sigma"]) for run in trials) == [10.0, 70.0]
     for run in trials:
         assert run["status"] == "FINISHED" and run["metrics"]["train/loss"] > 0 and "val/psnr" in run["metrics"]
+    (start_a, end_a), (start_b, end_b) = (run["times"] for run in trials)
+    assert start_a < end_b and start_b < end_a, "the two trials did not run at the same time"
     parent = next(run for run in sweep.values() if run["tags"].get("sweep.role") == "parent")
     assert parent["status"] == "FINISHED" and "report" in parent["artifacts"]  # uploaded through the server
 

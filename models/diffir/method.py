@@ -44,6 +44,8 @@ class DiffIRConfig:
     # CPEN_S1 and the DIRformer random, which is only meaningful in tests or when a stage-2 state is loaded next.
     init_from: str = ""
     init_weights: Literal["ema", "net"] = "ema"  # which weights of the stage-1 checkpoint to start from
+    # Imported official weights (pipelines/import_weights.py): the official nets see and return [0, 1] images.
+    zero_one_inputs: bool = False
 
     def __post_init__(self) -> None:
         if self.kind != "diffir":
@@ -76,7 +78,7 @@ class DiffIRNet(nn.Module):
 
     def __init__(self, config: DiffIRConfig) -> None:
         super().__init__()
-        self.stage, self.scale = config.stage, config.scale
+        self.stage, self.scale, self.zero_one_inputs = config.stage, config.scale, config.zero_one_inputs
         lq_channels = 3 * (4 // config.scale) ** 2
         prior_dim = config.cpen.prior_dim
         self.process = DDPM(num_train_steps=config.num_diffusion_steps, beta_start=config.beta_start,
@@ -102,6 +104,16 @@ class DiffIRNet(nn.Module):
         Stage 1: z_hat is CPEN_S1's prior (hq required). Stage 2 with hq: the chain starts from
         q(x_{T-1} | z_teacher) with noise eps (training); without hq it starts from eps itself (restoring).
         """
+        if self.zero_one_inputs:  # images in [0, 1] inside; the prior vector has no range to map
+            lq_BCHW = (lq_BCHW + 1) / 2
+            hq_BCHW = None if hq_BCHW is None else (hq_BCHW + 1) / 2
+        out_BCHW, z_hat_BD, z_teacher_BD = self._forward(lq_BCHW, hq_BCHW, eps_BD=eps_BD, with_image=with_image)
+        if self.zero_one_inputs and out_BCHW is not None:
+            out_BCHW = out_BCHW * 2 - 1
+        return out_BCHW, z_hat_BD, z_teacher_BD
+
+    def _forward(self, lq_BCHW: torch.Tensor, hq_BCHW: torch.Tensor | None, *, eps_BD: torch.Tensor | None,
+                 with_image: bool) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
         if self.stage == 1:
             z_BD = self.teacher_prior(lq_BCHW, hq_BCHW)
             return self.dirformer(lq_BCHW, z_BD), z_BD, None

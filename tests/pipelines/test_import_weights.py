@@ -84,3 +84,158 @@ def test_bad_files_are_refused_with_one_line(tmp_path, official):
     with pytest.raises(cli.UserError, match=r"do not fit ConditionalNAFNet .*missing \['denoiser.ending.weight'\]"):
         import_weights.main(["--method", "refusion", "--official", str(partial), "--out", str(tmp_path / "c")])
     assert not (tmp_path / "c").exists()
+
+
+# --- DiffIR: a tiny stage-2 net in the official DiffIRS2 layout (BasicSR params_ema, duplicates, buffers) ---
+
+def _diffir_to_official(key: str, *, num_res_blocks: int) -> str:
+    """Our DiffIRNet key -> the official DiffIRS2 (G / condition / denoise) or DiffIRS1 (E.) name."""
+    top, _, rest = key.partition(".")
+    if top == "dirformer":
+        single = {"patch_embed.": "patch_embed.proj.", "tail.0.": "tail.0.0.", "tail.2.": "tail.0.2.",
+                  "tail.4.": "tail.1."}
+        for ours, theirs in single.items():
+            if rest.startswith(ours):
+                rest = theirs + rest.removeprefix(ours)
+                break
+        rest = re.sub(r"^enc(\d)\.", r"encoder_level\1.", rest)
+        rest = re.sub(r"^dec(\d)\.", r"decoder_level\1.", rest)
+        rest = re.sub(r"^down(\d)\.0\.", lambda m: f"down{m[1]}_{int(m[1]) + 1}.body.0.", rest)
+        rest = re.sub(r"^up(\d)\.0\.", lambda m: f"up{int(m[1]) + 1}_{m[1]}.body.0.", rest)
+        rest = re.sub(r"^reduce(\d)\.", r"reduce_chan_level\1.", rest)
+        for ours, theirs in ((r"\.norm(\d)\.", r".norm\1.body."), (r"\.(attn|ffn)\.film\.", r".\1.kernel.0."),
+                             (r"\.attn\.qkv_dw\.", ".attn.qkv_dwconv."), (r"\.attn\.proj\.", ".attn.project_out."),
+                             (r"\.ffn\.dw\.", ".ffn.dwconv.")):
+            rest = re.sub(ours, theirs, rest)
+        return f"G.{rest}"
+    if top in ("cpen_s2", "cpen_s1"):
+        part, _, tail = rest.partition(".")
+        if part in ("head", "body", "tail"):
+            index, _, tail = tail.partition(".")
+            i = {"head": 0, "body": int(index) + 2, "tail": int(index) + num_res_blocks + 2}[part]
+            rest = f"E.{i}.{tail}"
+        return f"condition.{rest}" if top == "cpen_s2" else f"E.{rest}"
+    index, _, tail = rest.removeprefix("mlp.").partition(".")
+    return f"denoise.resmlp.0.{tail}" if index == "0" else f"denoise.resmlp.{int(index) // 2 + 1}.resmlp.0.{tail}"
+
+
+@pytest.fixture
+def official_diffir(tmp_path):
+    """(reference net playing the official one on [0, 1] images, DiffIRS2 file, DiffIRS1 file)."""
+    import dataclasses
+
+    from models.diffir import DiffIR
+    from models.diffir.configs import tiny
+
+    base = tiny(stage=2, scale=4)  # the SR FFN factor of the official ymls: widths are int(C * 2.2)
+    config = dataclasses.replace(base, dirformer=dataclasses.replace(base.dirformer, ffn_expansion=2.2))
+    torch.manual_seed(0)
+    reference = DiffIR(config).build().eval()
+    for p in reference.parameters():
+        p.data.normal_(0, 0.05)
+    n = config.cpen.num_res_blocks
+    state = {_diffir_to_official(k, num_res_blocks=n): v.clone() for k, v in reference.state_dict().items()}
+    stage2 = {k: v for k, v in state.items() if not k.startswith("E.")}
+    # The official DDPM registers denoise and condition a second time, and keeps its schedule as buffers.
+    stage2 |= {f"diffusion.model.{k.removeprefix('denoise.')}": v for k, v in stage2.items() if k.startswith("denoise.")}
+    stage2 |= {f"diffusion.condition.{k.removeprefix('condition.')}": v for k, v in stage2.items()
+               if k.startswith("condition.")}
+    stage2["diffusion.betas"] = reference.process.betas.float()
+    stage2["diffusion.alphas_cumprod"] = torch.cumprod(1 - reference.process.betas.float(), 0)
+    torch.save({"params": stage2, "params_ema": stage2}, tmp_path / "DiffIRS2.pth")
+    torch.save({"params_ema": {k: v for k, v in state.items() if k.startswith("E.")}}, tmp_path / "DiffIRS1.pth")
+    return reference, tmp_path / "DiffIRS2.pth", tmp_path / "DiffIRS1.pth"
+
+
+def test_diffir_stage2_imports_and_restores_as_the_official_net_on_zero_one_images(official_diffir, tmp_path):
+    reference, s2, s1 = official_diffir
+    out = import_weights.main(["--method", "diffir", "--official", str(s2), "--teacher", str(s1),
+                               "--out", str(tmp_path / "ckpt")])
+    method, net, config = restore.load_checkpoint(out, device=torch.device("cpu"))
+    assert config.method.zero_one_inputs and config.method.dirformer.heads == (1, 1, 2, 2)
+    assert config.method.cpen.num_feats == 16 and config.method.dirformer.num_refinement_blocks == 1
+    lq01 = torch.rand(1, 3, 16, 24, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        eps = torch.randn(1, 64, generator=torch.Generator().manual_seed(2))
+        expected, _, _ = reference(lq01, eps_BD=eps)  # the official computation: [0, 1] in and out
+        got = method.restore(net, lq01 * 2 - 1, generator=torch.Generator().manual_seed(2))
+    assert got.shape == (1, 3, 64, 96) and 0.05 < expected.std()
+    torch.testing.assert_close(got, expected * 2 - 1, rtol=0, atol=1e-4)
+    for name in ("cpen_s1", "cpen_s2", "denoiser"):  # the teacher came from the stage-1 file
+        for key, value in getattr(reference, name).state_dict().items():
+            torch.testing.assert_close(getattr(net, name).state_dict()[key], value, rtol=0, atol=0)
+
+    cv2.imwrite(str(tmp_path / "in.png"), (lq01[0].permute(1, 2, 0).numpy()[..., ::-1] * 255).astype(np.uint8))
+    written = restore.main(["--checkpoint", str(out), "--input", str(tmp_path / "in.png"),
+                            "--output", str(tmp_path / "out"), "--no-progress"]).written
+    assert cv2.imread(str(written[0])).shape == (64, 96, 3)
+
+
+def test_diffir_files_that_do_not_fit_are_refused_with_one_line(official_diffir, tmp_path):
+    _, s2, s1 = official_diffir
+    state = torch.load(s2, weights_only=True)["params_ema"]
+    broken = dict(state, **{"diffusion.model.resmlp.0.bias": state["denoise.resmlp.0.bias"] + 1})
+    torch.save({"params_ema": broken}, tmp_path / "twin.pth")
+    with pytest.raises(cli.UserError, match=r"diffusion.model.resmlp.0.bias is not a copy of denoise.resmlp.0.bias"):
+        import_weights.main(["--method", "diffir", "--official", str(tmp_path / "twin.pth"), "--out", str(tmp_path / "a")])
+    with pytest.raises(cli.UserError, match=r"--official .*DiffIRS1.pth: no G.patch_embed.proj.weight"):
+        import_weights.main(["--method", "diffir", "--official", str(s1), "--out", str(tmp_path / "b")])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+# --- OSEDiff: an osediff.pkl as the official save_model writes it, from a tiny random SD ---
+
+@pytest.fixture
+def official_osediff(tmp_path):
+    from models.osediff import OSEDiff
+    from pipelines.recipes import RECIPES
+
+    torch.manual_seed(0)
+    reference = OSEDiff(RECIPES["osediff_tiny"]().method).build().eval()
+    with torch.no_grad():  # LoRA B starts at zero: give every adapter and conv_in a visible effect
+        for name, p in reference.named_parameters():
+            if p.requires_grad and not name.startswith("score_unet."):
+                p.add_(torch.randn_like(p) * 0.02)
+    state = reference.state_dict()
+    targets = reference.lora_targets
+    pkl = {"vae_lora_encoder_modules": [*targets["vae"]["default_encoder"], targets["vae"]["default_encoder"][0]],
+           **{f"unet_lora_{part}_modules": list(targets["unet"][f"default_{part}"])
+              for part in ("encoder", "decoder", "others")},
+           "rank_unet": 4, "rank_vae": 4,
+           "state_dict_unet": {k.removeprefix("unet."): v for k, v in state.items() if k.startswith("unet.")},
+           "state_dict_vae": {k.removeprefix("vae."): v for k, v in state.items() if k.startswith("vae.")}}
+    assert "conv_in.base_layer.weight" in pkl["state_dict_unet"]
+    torch.save(pkl, tmp_path / "osediff.pkl")
+    return reference, pkl, tmp_path / "osediff.pkl"
+
+
+def test_osediff_pkl_imports_and_restores_as_the_reference(official_osediff, tmp_path):
+    from models.osediff import OSEDiff
+
+    reference, _, path = official_osediff
+    out = import_weights.main(["--method", "osediff", "--recipe", "osediff_tiny", "--official", str(path),
+                               "--out", str(tmp_path / "ckpt")])
+    method, net, config = restore.load_checkpoint(out, device=torch.device("cpu"))
+    assert config.method.lora_rank == 4 and config.method.lora_alpha == 8.0
+    lq = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        expected = OSEDiff(config.method).restore(reference, lq, generator=torch.Generator().manual_seed(3))
+        got = method.restore(net, lq, generator=torch.Generator().manual_seed(3))
+        blank = OSEDiff(config.method).restore(OSEDiff(config.method).build().eval(), lq,
+                                               generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    assert (got - blank).abs().max() > 1e-3  # the imported adapters changed the output
+
+
+def test_osediff_files_that_do_not_fit_are_refused_with_one_line(official_osediff, tmp_path):
+    _, pkl, _ = official_osediff
+    cases = {"ranks": dict(pkl, rank_vae=8), "targets": dict(pkl, unet_lora_others_modules=pkl["unet_lora_others_modules"][1:]),
+             "lists": {k: v for k, v in pkl.items() if k != "rank_unet"}}
+    expected = {"ranks": "rank_unet 4 != rank_vae 8", "targets": "unet adapter default_others: the file wraps",
+                "lists": r"missing \['rank_unet'\]"}
+    for name, bad in cases.items():
+        torch.save(bad, tmp_path / f"{name}.pkl")
+        with pytest.raises(cli.UserError, match=expected[name]):
+            import_weights.main(["--method", "osediff", "--recipe", "osediff_tiny", "--official",
+                                 str(tmp_path / f"{name}.pkl"), "--out", str(tmp_path / name)])
+        assert not (tmp_path / name).exists()

@@ -102,9 +102,12 @@ def _convert_union(options: list, value: Any, path: str) -> Any:
     classes = [a for a in options if dataclasses.is_dataclass(a)]
     if classes and isinstance(value, dict):
         kinds = {_kind(c): c for c in classes}
-        if value.get("kind") not in kinds:
-            raise ValueError(f"{path}.kind must be one of {sorted(kinds)}, got {value.get('kind')!r}")
-        cls = kinds[value["kind"]]
+        # No kind: a config written when the field was still its first member alone (Refusion's net before the
+        # U-Net joined NAFNet), so it is that member.
+        kind = value.get("kind", _kind(classes[0]))
+        if kind not in kinds:
+            raise ValueError(f"{path}.kind must be one of {sorted(kinds)}, got {kind!r}")
+        cls = kinds[kind]
         if not _has_kind_field(cls):
             value = {k: v for k, v in value.items() if k != "kind"}
         return from_dict(cls, value, path=path)

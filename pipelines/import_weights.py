@@ -6,9 +6,9 @@
         --set method.sd_path=/path/to/stable-diffusion-2-1-base
     python pipelines/restore.py --checkpoint runs/official_deblur --input blurred.png --output out/
 
-- refusion: a ConditionalNAFNet state_dict (Refusion, and IR-SDE's NAFNet variant), layout in
-  models/refusion/official.py. The process settings (sigma, T, schedule) come from `--recipe` and `--set`, as
-  in training: they must match the official yml the weights were trained with.
+- refusion / irsde: a ConditionalNAFNet (Refusion) or ConditionalUNet (IR-SDE) state_dict, told apart by its
+  keys, layouts in models/refusion/official.py. The process settings (sigma, T, schedule) come from `--recipe`
+  and `--set`, as in training: they must match the official yml the weights were trained with.
 - diffir: a stage-2 DiffIRS2 file (RealSR x4 / x2, GoPro deblurring; BasicSR's params_ema), layout in
   models/diffir/official.py; the net's shapes are read off the tensors. `--teacher DiffIRS1.pth` adds the
   stage-1 CPEN (only needed to train stage 2 further; restoring never uses it).
@@ -16,7 +16,7 @@
   models/osediff/official.py; SD 2.1-base comes from `--set method.sd_path=...`, which restore.py reads again.
 
 Files are read with `torch.load(weights_only=True)`; anything else (a pickled module, a training state with an
-optimiser object) is refused with one line. IR-SDE's ConditionalUNet is not imported (we have no such net).
+optimiser object) is refused with one line.
 """
 
 import argparse
@@ -37,7 +37,8 @@ from pipelines.recipes import RECIPES, RunConfig, apply_overrides
 logger = logging.getLogger(__name__)
 
 # method -> default recipe: the process and data settings of the official yml
-METHODS = {"refusion": "refusion_deblurring", "diffir": "diffir_sr4x_s2", "osediff": "osediff_sd21"}
+METHODS = {"refusion": "refusion_deblurring", "irsde": "irsde_deblurring", "diffir": "diffir_sr4x_s2",
+           "osediff": "osediff_sd21"}
 
 
 def load_weights_only(path: Path, what: str = "--official") -> object:
@@ -83,19 +84,24 @@ def _with_sets(config: RunConfig, sets: list[str]) -> RunConfig:
 
 
 def import_refusion(args: argparse.Namespace, config: RunConfig) -> Path:
-    from models.refusion import Refusion
-    from models.refusion.official import official_nafnet_config, rename_official
+    """Refusion's ConditionalNAFNet or IR-SDE's ConditionalUNet, told apart by their first layer's name."""
+    from models.refusion import Refusion, official
 
     state = read_state_dict(args.official)
     if config.method.kind != "refusion" or config.method.latent is not None:
-        raise cli.UserError(f"--recipe {args.recipe}: pick a pixel-space Refusion recipe (Latent Refusion's "
-                            "autoencoder is not imported yet)")
+        raise cli.UserError(f"--recipe {args.recipe}: pick a pixel-space Refusion / IR-SDE recipe (Latent "
+                            "Refusion's autoencoder is not imported yet)")
     with cli.user_input(f"--official {args.official}"):
-        net_config = official_nafnet_config(state, global_skip=args.global_skip)
+        if "init_conv.weight" in state:
+            net_config, weights = official.official_unet_config(state), official.rename_official_unet(state)
+            what = f"ConditionalUNet {net_config}"
+        else:
+            net_config = official.official_nafnet_config(state, global_skip=args.global_skip)
+            weights, what = official.rename_official(state), f"ConditionalNAFNet {net_config}"
     config = _with_sets(dataclasses.replace(config, method=dataclasses.replace(config.method, net=net_config)),
                         args.set)
     net = Refusion(config.method).build()
-    _load_exactly(net, rename_official(state), what=f"ConditionalNAFNet {net_config}")
+    _load_exactly(net, weights, what=what)
     return _checkpoint(net, config, args.out)
 
 
@@ -150,7 +156,7 @@ def import_osediff(args: argparse.Namespace, config: RunConfig) -> Path:
     return _checkpoint(net, config, args.out)
 
 
-IMPORTERS = {"refusion": import_refusion, "diffir": import_diffir, "osediff": import_osediff}
+IMPORTERS = {"refusion": import_refusion, "irsde": import_refusion, "diffir": import_diffir, "osediff": import_osediff}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

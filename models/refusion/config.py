@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from models.nets.cond_unet import CondUNetConfig
 from models.nets.latent_unet import DEHAZE_UNET, TINY_UNET, LatentUNetConfig
 from models.nets.nafnet import REFUSION_NAFNET, TINY_NAFNET, NAFNetConfig
 from models.processes.irsde import SCHEDULES
@@ -22,7 +23,7 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RefusionConfig:
-    """Refusion = IR-SDE + ConditionalNAFNet; set `latent` for Latent Refusion (diffusion in AE space).
+    """Refusion = IR-SDE + ConditionalNAFNet (IR-SDE: + ConditionalUNet); set `latent` for Latent Refusion.
 
     The process settings live here so that a checkpoint carries them (a test-time mismatch is the
     most common user bug of the official code). `autoencoder_path` is a LatentAutoencoder checkpoint
@@ -30,7 +31,7 @@ class RefusionConfig:
     """
 
     kind: Literal["refusion"] = "refusion"
-    net: NAFNetConfig = REFUSION_NAFNET
+    net: NAFNetConfig | CondUNetConfig = REFUSION_NAFNET  # IR-SDE's official net is the U-Net (irsde_* recipes)
     max_sigma: float = 50.0  # 0-255 scale of [0, 1] images
     T: int = 100
     schedule: str = "cosine"
@@ -64,12 +65,6 @@ class RefusionConfig:
         """The IR-SDE settings a restore must agree with."""
         return {"max_sigma": self.max_sigma, "T": self.T, "schedule": self.schedule, "eps": self.eps}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RefusionConfig":
-        d = dict(d)
-        d["net"] = NAFNetConfig(**d["net"])
-        d["latent"] = None if d["latent"] is None else LatentUNetConfig(**d["latent"])
-        return cls(**d)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

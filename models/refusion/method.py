@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from models.nets.cond_unet import ConditionalUNet, CondUNetConfig
 from models.nets.latent_unet import LatentUNet, LatentUNetConfig
-from models.nets.nafnet import ConditionalNAFNet
+from models.nets.nafnet import ConditionalNAFNet, NAFNetConfig
 from models.processes.irsde import IRSDE
 from models.refusion.config import RefusionConfig
 from models.sampling import randn_like, sample
@@ -22,6 +23,8 @@ from models.sampling import randn_like, sample
 logger = logging.getLogger(__name__)
 
 DATA_RANGE = 2.0  # data are in [-1, 1]; max_sigma is relative to [0, 1]
+# The noise predictor for each net config (Refusion's NAFNet, IR-SDE's U-Net): forward(xt, t, lq) -> eps.
+DENOISERS = {NAFNetConfig: ConditionalNAFNet, CondUNetConfig: ConditionalUNet}
 
 
 def upsample_lq(lq_BCHW: torch.Tensor, scale: int, mode: str) -> torch.Tensor:
@@ -52,7 +55,7 @@ def load_autoencoder(directory: str | Path, expected: LatentUNetConfig) -> Laten
 class RefusionNet(nn.Module):
     """All weights of a Refusion run: the denoiser and, for Latent Refusion, the frozen autoencoder."""
 
-    def __init__(self, denoiser: ConditionalNAFNet, autoencoder: LatentUNet | None) -> None:
+    def __init__(self, denoiser: ConditionalNAFNet | ConditionalUNet, autoencoder: LatentUNet | None) -> None:
         super().__init__()
         self.denoiser = denoiser
         self.autoencoder = autoencoder
@@ -85,7 +88,7 @@ class Refusion:
         autoencoder = self._autoencoder
         if self.config.latent is not None and autoencoder is None:
             autoencoder = load_autoencoder(self.config.autoencoder_path, self.config.latent)
-        return RefusionNet(ConditionalNAFNet(self.config.net), autoencoder)
+        return RefusionNet(DENOISERS[type(self.config.net)](self.config.net), autoencoder)
 
     def param_groups(self, net: nn.Module) -> list[dict]:
         return [{"params": [p for p in _unwrap(net).denoiser.parameters() if p.requires_grad]}]

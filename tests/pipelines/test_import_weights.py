@@ -239,3 +239,52 @@ def test_osediff_files_that_do_not_fit_are_refused_with_one_line(official_osedif
             import_weights.main(["--method", "osediff", "--recipe", "osediff_tiny", "--official",
                                  str(tmp_path / f"{name}.pkl"), "--out", str(tmp_path / name)])
         assert not (tmp_path / name).exists()
+
+
+# --- IR-SDE: the official ConditionalUNet layout (positional downs/ups, Residual(PreNorm(...)) wrappers) ---
+
+def _unet_to_official(key: str) -> str:
+    """Our ConditionalUNet key -> the official DenoisingUNet_arch.ConditionalUNet name."""
+    for ours, theirs in ((r"^intro\.", "init_conv."), (r"^time_mlp\.2\.", "time_mlp.3."), (r"^time_mlp\.0\.", "time_mlp.1."),
+                         (r"^mid(\d)\.", r"mid_block\1."), (r"^final_res\.", "final_res_block."), (r"^ending\.", "final_conv."),
+                         (r"\.time_proj\.", ".mlp.1."), (r"\.conv(\d)\.", r".block\1.proj."), (r"\.skip\.", ".res_conv."),
+                         (r"(attn)\.norm\.", r"\1.fn.norm."), (r"(attn)\.to_qkv\.", r"\1.fn.fn.to_qkv."),
+                         (r"(attn)\.to_out\.", r"\1.fn.fn.to_out.0."), (r"(attn)\.out_norm\.", r"\1.fn.fn.to_out.1."),
+                         (r"^(downs|ups)\.(\d+)\.res1\.", r"\1.\2.0."), (r"^(downs|ups)\.(\d+)\.res2\.", r"\1.\2.1."),
+                         (r"^(downs|ups)\.(\d+)\.attn\.", r"\1.\2.2."), (r"^downs\.(\d+)\.down\.", r"downs.\1.3.")):
+        key = re.sub(ours, theirs, key)
+    return key  # ups.{i}.up.*: Sequential(nn.Upsample, conv) or, outermost, a plain conv (the test maps it)
+
+
+def test_irsde_unet_imports_and_predicts_the_official_noise(tmp_path):
+    from models.nets.cond_unet import ConditionalUNet, CondUNetConfig
+
+    config = CondUNetConfig(width=8, depth=2, attn_heads=2, attn_head_dim=4)
+    torch.manual_seed(0)
+    reference = ConditionalUNet(config).eval()  # plays the official net: [0, 1] inputs
+    for p in reference.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    outermost = len(reference.ups) - 1
+    state = {}
+    for key, value in reference.state_dict().items():
+        official_key = _unet_to_official(key)
+        if m := re.match(r"^ups\.(\d+)\.up\.(.*)$", key):
+            official_key = f"ups.{m[1]}.3.{m[2]}" if int(m[1]) == outermost else f"ups.{m[1]}.3.1.{m[2]}"
+        state[official_key] = value.clone()
+    assert "ups.0.3.1.weight" in state and "downs.0.2.fn.fn.to_out.1.g" in state and "mid_attn.fn.norm.g" in state
+    torch.save(state, tmp_path / "irsde.pth")
+    # the official depth-4 U-Net attends with 4 heads of 32; this tiny one with 2 of 4
+    out = import_weights.main(["--method", "irsde", "--official", str(tmp_path / "irsde.pth"),
+                               "--out", str(tmp_path / "ckpt"), "--set", "method.net.attn_heads=2",
+                               "--set", "method.net.attn_head_dim=4", "--set", "method.T=6"])
+    method, net, config_out = restore.load_checkpoint(out, device=torch.device("cpu"))
+    assert isinstance(net.denoiser, ConditionalUNet) and config_out.method.net.zero_one_inputs
+    assert config_out.method.max_sigma == 10.0  # irsde_deblurring's process
+    g = torch.Generator().manual_seed(1)
+    x01, lq01 = torch.rand(2, 3, 20, 28, generator=g), torch.rand(2, 3, 20, 28, generator=g)
+    t_B = torch.tensor([1, 5])
+    with torch.no_grad():
+        expected = reference(x01, t_B, lq01)
+        got = net.denoiser(x01 * 2 - 1, t_B, lq01 * 2 - 1)
+    assert expected.abs().mean() > 0.01
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)

@@ -91,9 +91,31 @@ def test_config_rejects_wrong_latent_channels_and_bad_sampler() -> None:
         RefusionConfig(sampler="ddim")
 
 
-def test_config_round_trips_through_a_dict() -> None:
-    config = latent_refusion_tiny("/ckpt/ae")
-    assert RefusionConfig.from_dict(dataclasses.asdict(config)) == config
+def test_config_round_trips_through_a_dict_with_either_denoiser() -> None:
+    from models.nets.cond_unet import TINY_UNET_DENOISER
+    from pipelines.config_dict import from_dict, to_dict
+
+    for config in (latent_refusion_tiny("/ckpt/ae"), RefusionConfig(net=TINY_UNET_DENOISER, max_sigma=10.0)):
+        assert from_dict(RefusionConfig, to_dict(config)) == config
+    legacy = to_dict(refusion_tiny())  # written before the U-Net joined: its net names no kind
+    legacy["net"].pop("kind")
+    assert from_dict(RefusionConfig, legacy) == refusion_tiny()
+
+
+def test_irsde_unet_denoiser_trains_one_step_and_predicts_noise_of_the_input_shape() -> None:
+    from models.nets.cond_unet import TINY_UNET_DENOISER, ConditionalUNet
+
+    method = Refusion(RefusionConfig(net=TINY_UNET_DENOISER, max_sigma=10.0, T=20))
+    net = method.build()
+    assert isinstance(net.denoiser, ConditionalUNet)
+    g = torch.Generator().manual_seed(0)
+    hq = torch.rand(2, 3, 20, 28, generator=g) * 2 - 1  # not a multiple of 2^depth: padded and cropped back
+    lq = hq + 0.1 * torch.randn(hq.shape, generator=g)
+    loss, _ = method.loss(net, hq, lq, step=0, generator=g)
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in net.denoiser.parameters())
+    out = method.restore(net, lq, generator=g, num_steps=3)
+    assert out.shape == hq.shape and torch.isfinite(out).all()
 
 
 def test_tiny_model_overfits_a_few_pairs_and_beats_the_lq() -> None:

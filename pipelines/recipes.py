@@ -284,8 +284,10 @@ def _paper(name: str, method: MethodConfig, data: DataConfig, optim: OptimConfig
 
 
 def _refusion(r: RunConfig) -> RunConfig:
-    """Refusion's EMA: ema_pytorch.EMA(beta=0.995, update_every=10) with its defaults (copy for 100 steps, warmup)."""
-    train = dataclasses.replace(r.train, ema_beta=0.995, ema_every=10, ema_update_after=100, ema_warmup=True)
+    """Refusion's EMA: ema_pytorch.EMA(beta=0.995, update_every=10) with its defaults (copy for 100 steps, warmup),
+    and fp32 training as the official code (no autocast; `--set train.amp=true` trades fidelity for bf16 speed)."""
+    train = dataclasses.replace(r.train, ema_beta=0.995, ema_every=10, ema_update_after=100, ema_warmup=True,
+                                amp=False)
     return dataclasses.replace(r, train=train)
 
 
@@ -436,7 +438,8 @@ def diffir_debug() -> RunConfig:
 
 
 def msgd_deblurring() -> RunConfig:
-    """MSGD on GoPro pairs; the optimiser values are UNVERIFIED (no official code), see models/msgd."""
+    """MSGD on GoPro pairs; the optimiser values are UNVERIFIED (no official code), see models/msgd, and so is the
+    EMA: TrainConfig's defaults (beta 0.995 every 10 steps), which are Refusion's values, not the paper's."""
     optim = OptimConfig(name="adamw", lr=1e-4, weight_decay=1e-4, scheduler="constant")
     return _paper("msgd_deblurring", msgd_configs.deblur(), _paired("gopro", patch_size=128), optim,
                   num_steps=1_000_000, batch_size=8, protocol="gopro")

@@ -1,7 +1,8 @@
 """DiffIR's prior denoiser (arXiv 2303.09472, Sec. 3.2): an MLP over the prior vector, and its reverse chain.
 
-The denoiser sees [condition from CPEN_S2, time embedding, x_t] and predicts x0 (the stage-1 prior).
-The reference feeds the scalar t / (10 T); we use the shared sinusoidal embedding instead.
+The denoiser sees [condition from CPEN_S2, time feature, x_t] and predicts x0 (the stage-1 prior). The time
+feature is the reference's scalar t / (10 T) by default (`time_encoding="scalar"`); "sinusoidal" swaps in the
+shared sinusoidal embedding, which the official code does not have.
 
 Legend: B batch, D prior size, E time-embedding width.
 """

@@ -123,6 +123,7 @@ def test_ema_and_usm_settings_follow_each_methods_official_code():
     for name in ("refusion_deblurring", "refusion_sisr", "latent_refusion_dehazing", "irsde_deblurring"):
         train = RECIPES[name]().train
         assert (train.ema_beta, train.ema_every, train.ema_update_after, train.ema_warmup) == (0.995, 10, 100, True)
+        assert train.amp is False, name  # the official Refusion / IR-SDE code trains in fp32
     for name in ("diffir_sr4x_s1", "diffir_sr4x_s2", "diffir_deblur_s1", "diffir_deblur_s2"):
         train = RECIPES[name]().train
         assert (train.ema_beta, train.ema_every, train.ema_warmup) == (0.999, 1, False), name

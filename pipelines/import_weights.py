@@ -93,7 +93,7 @@ def import_refusion(args: argparse.Namespace, config: RunConfig) -> Path:
                             "Refusion's autoencoder is not imported yet)")
     with cli.user_input(f"--official {args.official}"):
         if "init_conv.weight" in state:
-            net_config, weights = official.official_unet_config(state), official.rename_official_unet(state)
+            net_config, weights = official.official_unet_config(state), official.rename_official(state, official.UNET_RENAMES)
             what = f"ConditionalUNet {net_config}"
         else:
             net_config = official.official_nafnet_config(state, global_skip=args.global_skip)

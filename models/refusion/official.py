@@ -39,11 +39,12 @@ def official_nafnet_config(state: dict[str, torch.Tensor], *, global_skip: bool)
                         zero_one_inputs=True)
 
 
-def rename_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """An official ConditionalNAFNet state_dict in our names (under the method's `denoiser.`)."""
+def rename_official(state: dict[str, torch.Tensor], renames=OFFICIAL_RENAMES) -> dict[str, torch.Tensor]:
+    """An official ConditionalNAFNet (or, with UNET_RENAMES, ConditionalUNet) state_dict in our names, under the
+    method's `denoiser.`."""
     renamed = {}
     for key, value in state.items():
-        for pattern, replacement in OFFICIAL_RENAMES:
+        for pattern, replacement in renames:
             key = re.sub(pattern, replacement, key)
         renamed[f"denoiser.{key}"] = value
     return renamed
@@ -80,12 +81,3 @@ def official_unet_config(state: dict[str, torch.Tensor]) -> CondUNetConfig:
     depth = len({m[1] for key in state if (m := re.match(r"^downs\.(\d+)\.", key))})
     return CondUNetConfig(img_channels=in_channels // 2, width=width, depth=depth, zero_one_inputs=True)
 
-
-def rename_official_unet(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """An official ConditionalUNet state_dict in our names (under the method's `denoiser.`)."""
-    renamed = {}
-    for key, value in state.items():
-        for pattern, replacement in UNET_RENAMES:
-            key = re.sub(pattern, replacement, key)
-        renamed[f"denoiser.{key}"] = value
-    return renamed

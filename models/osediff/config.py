@@ -49,6 +49,10 @@ class OSEDiffConfig:
     tagger_threshold: float = 0.68
     train_resize_modes: tuple[str, ...] = RESIZE_MODES  # lq -> HQ size, one drawn per sample
     color_fix: Literal["adain", "none"] = "adain"  # restore only, against the upsampled LQ
+    # The fake-score UNet's LoRA. "official": the three adapters are added as officially, but only the last added
+    # (default_others: the mid block and the other non-down/up modules) is active and trained, because the
+    # official code never calls set_adapter on that UNet. "all": all three trained, as the paper's count implies.
+    fake_score_adapters: Literal["official", "all"] = "official"
 
     def __post_init__(self) -> None:
         if self.kind != "osediff":
@@ -61,6 +65,9 @@ class OSEDiffConfig:
             raise ValueError(f"t_gen must be in [0, 999], got {self.t_gen}")
         if self.lora_rank < 1 or self.lora_alpha <= 0:
             raise ValueError(f"need lora_rank >= 1 and lora_alpha > 0, got {self.lora_rank}, {self.lora_alpha}")
+        if self.fake_score_adapters not in ("official", "all"):
+            raise ValueError("fake_score_adapters must be one of ('official', 'all'), "
+                             f"got {self.fake_score_adapters!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         weights = (self.lambda_l2, self.lambda_lpips, self.lambda_vsd, self.lambda_fake)

@@ -69,13 +69,16 @@ def add_vae_lora(vae: AutoencoderKL, *, rank: int, alpha: float) -> dict[str, li
     return targets
 
 
-def add_unet_lora(unet: UNet2DConditionModel, *, rank: int, alpha: float) -> dict[str, list[str]]:
-    """Add the three UNet adapters in place and activate all of them; returns {adapter: targets}."""
+def add_unet_lora(unet: UNet2DConditionModel, *, rank: int, alpha: float, only_last: bool = False
+                  ) -> dict[str, list[str]]:
+    """Add the three UNet adapters in place and activate all of them (only_last: only the last one added, as
+    a plain sequence of add_adapter calls leaves it); returns {adapter: targets}. An inactive adapter is
+    neither applied nor trained."""
     targets = unet_lora_targets(unet)
     for name, modules in targets.items():
         unet.add_adapter(_lora_config(modules, rank=rank, alpha=alpha), adapter_name=name)
-    # add_adapter activates only the adapter just added; OSEDiff trains all three together.
-    unet.set_adapter(list(targets))
+    # add_adapter activates only the adapter just added; the OSEDiff generator trains all three together.
+    unet.set_adapter(list(targets)[-1:] if only_last else list(targets))
     return targets
 
 

@@ -76,7 +76,8 @@ class OSEDiffNet(nn.Module):
         self.lora_targets = {
             "vae": add_vae_lora(self.vae, **lora),
             "unet": add_unet_lora(self.unet, **lora),
-            "score_unet": add_unet_lora(self.score_unet, **lora),
+            "score_unet": add_unet_lora(self.score_unet, **lora,
+                                        only_last=config.fake_score_adapters == "official"),
         }
         self.unet.conv_in.requires_grad_(True)  # fully fine-tuned, LoRA included
         self.lpips = build_lpips_vgg()

@@ -70,6 +70,23 @@ def test_training_step_changes_only_lora_and_conv_in_and_updates_fake_score(meth
     assert not net.lpips.training and not net.text_encoder.training
 
 
+@pytest.mark.parametrize("adapters", ["official", "all"])
+def test_fake_score_trains_the_mid_block_adapter_officially_and_all_three_on_request(tiny_sd_dir: Path, adapters):
+    method = OSEDiff(OSEDiffConfig(sd_path=str(tiny_sd_dir), prompt="a photo", fake_score_adapters=adapters))
+    net = method.build().train()
+    # The official regulariser UNet: three add_adapter calls and no set_adapter, so only default_others is active.
+    active = {"official": {"default_others"}, "all": {"default_encoder", "default_decoder", "default_others"}}
+    assert set(net.score_unet.active_adapters()) == active[adapters]
+    trainable = {n for n, p in net.score_unet.named_parameters() if p.requires_grad}
+    assert {n.split(".lora_")[1].split(".")[1] for n in trainable} == active[adapters]
+    before = {n: p.detach().clone() for n, p in net.score_unet.named_parameters()}
+    _step(method, net, seed=1)
+    changed = {n for n, p in net.score_unet.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= trainable  # which modules receive gradients
+    assert {n.split(".lora_")[1].split(".")[1] for n in changed if ".lora_B." in n} == active[adapters]
+    assert set(net.unet.active_adapters()) == active["all"]  # the generator always trains all three
+
+
 def test_fake_score_starts_equal_to_the_frozen_sd_unet(net: OSEDiffNet):
     g = torch.Generator().manual_seed(0)
     zt, c = torch.randn(2, 4, 4, 4, generator=g), torch.randn(2, 77, 32, generator=g)

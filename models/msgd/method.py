@@ -34,9 +34,11 @@ class MSGDConfig:
     schedule: Literal["linear", "cosine"] = "linear"
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    diffusion_loss: Literal["l1", "l2"] = "l2"  # ||eps - eps_hat||^2 (DvSR's code uses L1)
-    reg_weight: float = 1.0  # lambda on the regression loss (UNVERIFIED)
-    warmup_steps: int = 60_000  # regression-only warm start (UNVERIFIED, from our brief)
+    # The paper (methods.md 3.3b): an L1 denoising loss on eps, an L2 guidance loss per scale, summed over k.
+    diffusion_loss: Literal["l1", "l2"] = "l1"
+    guidance_loss: Literal["l1", "l2"] = "l2"  # l2: mean squared error (the paper writes the L2 norm)
+    reg_weight: float = 1.0  # lambda on the guidance loss (the paper's total is L_guidance + L_DPM: 1)
+    warmup_steps: int = 60_000  # regression-only warm start, the paper's first 60k iterations
     ramp_steps: int = 10_000  # the denoising loss weight goes 0 -> 1 linearly over these (our choice)
     num_sampling_steps: int = 100  # ancestral steps at restore time (UNVERIFIED; DvSR-style models use hundreds)
     num_samples_averaged: int = 1  # > 1 is "sample averaging" (Ours-SA): the mean of that many samples
@@ -48,8 +50,9 @@ class MSGDConfig:
             raise ValueError(f"msgd.scale must be one of (1, 2, 4), got {self.scale}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"msgd.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.diffusion_loss not in ("l1", "l2"):
-            raise ValueError(f"msgd.diffusion_loss must be one of ('l1', 'l2'), got {self.diffusion_loss!r}")
+        for name in ("diffusion_loss", "guidance_loss"):
+            if getattr(self, name) not in ("l1", "l2"):
+                raise ValueError(f"msgd.{name} must be one of ('l1', 'l2'), got {getattr(self, name)!r}")
         if max(self.guidance.scales) >= len(self.unet.channel_mults):
             raise ValueError(f"msgd.guidance.scales {self.guidance.scales} need UNet levels up to "
                              f"{max(self.guidance.scales)}; unet.channel_mults has {len(self.unet.channel_mults)}")
@@ -124,7 +127,7 @@ class MSGD:
     def loss(
         self, net: nn.Module, hq: torch.Tensor, lq: torch.Tensor, *, step: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """reg_weight * sum_k L1(x_hat_k, phi_k(hq)) + w(step) * ||eps_hat - eps|| (the UNet is skipped while w = 0)."""
+        """reg_weight * sum_k L(x_hat_k, phi_k(hq)) + w(step) * ||eps_hat - eps|| (the UNet is skipped while w = 0)."""
         c = self.config
         guidance_noise = [_randn(s, generator, hq) for s in GuidanceNet.noise_shapes(hq, c.guidance.scales)]
         weight = self.diffusion_weight(step)
@@ -134,8 +137,9 @@ class MSGD:
             eps = _randn(tuple(hq.shape), generator, hq)
             xt = self.process.add_noise(hq, eps, t_B)
         eps_hat, predictions = net(xt, t_B, lq, guidance_noise=guidance_noise)
-        loss_reg = sum(F.l1_loss(predictions[k], structure(hq, k)) for k in c.guidance.scales)
-        logs = {"l1_regression": loss_reg.item(), "diffusion_weight": weight}
+        guidance_loss = F.mse_loss if c.guidance_loss == "l2" else F.l1_loss
+        loss_reg = sum(guidance_loss(predictions[k], structure(hq, k)) for k in c.guidance.scales)
+        logs = {"guidance": loss_reg.item(), "diffusion_weight": weight}
         loss = c.reg_weight * loss_reg
         if weight > 0:
             target = self.process.target(hq, eps, t_B)

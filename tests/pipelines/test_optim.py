@@ -50,6 +50,20 @@ def test_multistep_schedule_multiplies_by_gamma_at_each_milestone():
     assert lrs == pytest.approx([1e-4, 5e-5, 5e-5, 2.5e-5, 2.5e-5])
 
 
+def test_warmup_constant_schedule_rises_linearly_then_holds_the_lr():
+    config = OptimConfig(name="adam", lr=1e-4, betas=(0.5, 0.999), scheduler="warmup_constant", warmup_steps=4)
+    optimizer = build_optimizer(config, _params())
+    scheduler = build_scheduler(config, optimizer, num_steps=100)
+    lrs = [scheduler.get_last_lr()[0]]
+    for _ in range(6):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(scheduler.get_last_lr()[0])
+    assert lrs == pytest.approx([2.5e-5, 5e-5, 7.5e-5, 1e-4, 1e-4, 1e-4, 1e-4])
+    with pytest.raises(ValueError, match="warmup_steps"):
+        OptimConfig(scheduler="warmup_constant")
+
+
 def test_optim_config_rejects_unknown_names_and_missing_milestones():
     with pytest.raises(ValueError, match="optim.name"):
         OptimConfig(name="sgd")

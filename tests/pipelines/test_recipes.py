@@ -119,6 +119,14 @@ def test_train_config_rejects_bad_values():
         TrainConfig(grad_clip=0.0)
 
 
+def test_msgd_recipe_trains_with_the_papers_losses_and_optimiser():
+    r = RECIPES["msgd_deblurring"]()
+    assert (r.optim.name, r.optim.betas, r.optim.lr, r.optim.scheduler, r.optim.warmup_steps) == (
+        "adam", (0.5, 0.999), 1e-4, "warmup_constant", 20_000)
+    assert (r.method.diffusion_loss, r.method.guidance_loss, r.method.warmup_steps) == ("l1", "l2", 60_000)
+    assert r.data.patch_size == 128
+
+
 def test_ema_and_usm_settings_follow_each_methods_official_code():
     for name in ("refusion_deblurring", "refusion_sisr", "latent_refusion_dehazing", "irsde_deblurring"):
         train = RECIPES[name]().train

@@ -56,7 +56,7 @@ def test_joint_training_loss_falls():
     torch.manual_seed(0)
     method = MSGD(configs.tiny(warmup_steps=0, ramp_steps=0))
     losses, logs = _train(method, method.build(), steps=20)
-    assert set(logs[0]) == {"loss", "l1_regression", "diffusion_weight", "diffusion"}
+    assert set(logs[0]) == {"loss", "guidance", "diffusion_weight", "diffusion"}
     assert _falls(losses), losses
 
 

@@ -14,7 +14,7 @@ from lion_pytorch import Lion
 from torch import nn
 
 OPTIMIZERS = ("lion", "adam", "adamw")
-SCHEDULERS = ("cosine", "multistep", "constant", "two_phase", "warmup_constant")
+SCHEDULERS = ("cosine", "multistep", "constant", "two_phase", "warmup_constant", "cosine_restarts")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -25,7 +25,7 @@ class OptimConfig:
     lr: float = 4e-5
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
-    scheduler: Literal["cosine", "multistep", "constant", "two_phase", "warmup_constant"] = "cosine"
+    scheduler: Literal["cosine", "multistep", "constant", "two_phase", "warmup_constant", "cosine_restarts"] = "cosine"
     eta_min: float = 1e-7  # cosine floor
     milestones: tuple[int, ...] = ()  # multistep decay steps
     gamma: float = 0.5  # multistep factor (the IR-SDE code hard-codes 0.5); two_phase: phase-B factor
@@ -36,6 +36,11 @@ class OptimConfig:
     phase_a_gamma: float = 0.1
     decay_every: int = 600_000
     warmup_steps: int = 0  # warmup_constant (MSGD): lr * min(1, (it + 1) / warmup_steps)
+    # cosine_restarts (BasicSR's CosineAnnealingRestartCyclicLR, DiffIR deblurring stage 1): period i anneals
+    # from restart_weights[i] * lr to eta_mins[i] over periods[i] steps (an eta_min above lr makes it rise).
+    periods: tuple[int, ...] = ()
+    eta_mins: tuple[float, ...] = ()
+    restart_weights: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
@@ -57,6 +62,12 @@ class OptimConfig:
             raise ValueError(f"optim.milestones must be increasing, got {self.milestones}")
         if self.scheduler == "multistep" and not self.milestones:
             raise ValueError("optim.milestones must be non-empty when optim.scheduler is 'multistep'")
+        if self.scheduler == "cosine_restarts" and not (
+                self.periods and len(self.periods) == len(self.eta_mins) == len(self.restart_weights)
+                and min(self.periods) >= 1):
+            raise ValueError("optim.periods, eta_mins and restart_weights need one value each per period (periods "
+                             f">= 1) when optim.scheduler is 'cosine_restarts', got {self.periods}, {self.eta_mins}, "
+                             f"{self.restart_weights}")
         if self.scheduler == "warmup_constant" and self.warmup_steps < 1:
             raise ValueError("optim.warmup_steps must be >= 1 when optim.scheduler is 'warmup_constant'")
         if self.phase_steps < 0 or self.phase_a_every < 1 or self.decay_every < 1:
@@ -99,8 +110,8 @@ def build_scheduler(
     config: OptimConfig, optimizer: torch.optim.Optimizer, *, num_steps: int, span: ScheduleSpan | None = None
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """Per-step schedule: cosine to eta_min over `span` (default: the whole run), multistep, constant, DiffIR's
-    two_phase, or MSGD's warmup_constant. Only the cosine depends on num_steps; the others are fixed in absolute
-    steps."""
+    two_phase or cosine_restarts, or MSGD's warmup_constant. Only the cosine depends on num_steps; the others are
+    fixed in absolute steps."""
     if config.scheduler == "cosine":
         span = span or ScheduleSpan(num_steps=num_steps)
         floor = config.eta_min / config.lr
@@ -113,9 +124,22 @@ def build_scheduler(
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones), gamma=config.gamma)
     if config.scheduler == "two_phase":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: two_phase_factor(it, config))
+    if config.scheduler == "cosine_restarts":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: cosine_restarts_factor(it, config))
     if config.scheduler == "warmup_constant":  # linear from lr / warmup_steps up to lr, then constant
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: min(1.0, (it + 1) / config.warmup_steps))
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def cosine_restarts_factor(it: int, config: OptimConfig) -> float:
+    """The lr multiplier at step `it` of BasicSR's CosineAnnealingRestartCyclicLR; after the last period, its end."""
+    start = 0
+    for period, eta_min, weight in zip(config.periods, config.eta_mins, config.restart_weights):
+        if it <= start + period:
+            floor = eta_min / config.lr
+            return floor + weight * 0.5 * (1 - floor) * (1 + math.cos(math.pi * (it - start) / period))
+        start += period
+    return config.eta_mins[-1] / config.lr
 
 
 def two_phase_factor(it: int, config: OptimConfig) -> float:

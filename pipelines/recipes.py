@@ -419,7 +419,10 @@ def diffir_sr4x_s2(init_from: str = "runs/diffir_sr4x_s1/checkpoint_01000000") -
 
 
 def diffir_deblur_s1() -> RunConfig:
-    optim = OptimConfig(name="adam", lr=2e-4, betas=(0.9, 0.999), scheduler="cosine", eta_min=1e-6)
+    """train_DiffIRS1.yml (GoPro): Adam 2e-4, BasicSR's cyclic cosine over periods 92k and 208k with eta_mins
+    2.85e-4 (above the lr: the first period rises to it) and 1e-6."""
+    optim = OptimConfig(name="adam", lr=2e-4, betas=(0.9, 0.999), scheduler="cosine_restarts",
+                        periods=(92_000, 208_000), eta_mins=(2.85e-4, 1e-6), restart_weights=(1.0, 1.0))
     return _diffir(_paper("diffir_deblur_s1", diffir_configs.deblur(stage=1), _paired("gopro", patch_size=256), optim,
                           num_steps=300_000, batch_size=4, protocol="gopro"), validate=False)
 

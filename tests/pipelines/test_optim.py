@@ -8,6 +8,7 @@ from pipelines.optim import (
     build_ema,
     build_optimizer,
     build_scheduler,
+    cosine_restarts_factor,
     ema_decay,
     update_ema,
 )
@@ -62,6 +63,18 @@ def test_warmup_constant_schedule_rises_linearly_then_holds_the_lr():
     assert lrs == pytest.approx([2.5e-5, 5e-5, 7.5e-5, 1e-4, 1e-4, 1e-4, 1e-4])
     with pytest.raises(ValueError, match="warmup_steps"):
         OptimConfig(scheduler="warmup_constant")
+
+
+def test_diffir_deblur_stage1_lr_rises_to_its_first_eta_min_then_restarts_and_decays():
+    from pipelines.recipes import RECIPES
+
+    config = RECIPES["diffir_deblur_s1"]().optim
+    lr = {it: config.lr * cosine_restarts_factor(it, config) for it in (0, 46_000, 92_000, 92_001, 196_000, 300_000)}
+    assert lr[0] == pytest.approx(2e-4) and lr[46_000] == pytest.approx((2e-4 + 2.85e-4) / 2)
+    assert lr[92_000] == pytest.approx(2.85e-4) and lr[92_001] == pytest.approx(2e-4, rel=1e-6)
+    assert lr[196_000] == pytest.approx((2e-4 + 1e-6) / 2) and lr[300_000] == pytest.approx(1e-6)
+    with pytest.raises(ValueError, match="one value each per period"):
+        OptimConfig(scheduler="cosine_restarts", periods=(10,), eta_mins=())
 
 
 def test_optim_config_rejects_unknown_names_and_missing_milestones():

@@ -9,7 +9,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -79,6 +79,8 @@ class TrainConfig:
     ema_every: int = 10
     ema_update_after: int = 0  # the EMA is a plain copy of the net up to this step
     ema_warmup: bool = False  # decay 1 - (1 + n)^(-2/3) capped at ema_beta after that (ema_pytorch, Refusion)
+    # Which weights validation scores (both are saved): "ema", or "net" as the official Refusion / IR-SDE code.
+    validate_weights: Literal["ema", "net"] = "ema"
     grad_clip: float | None = None  # max global grad norm; None = no clipping
     amp: bool = True  # bf16 autocast, on CUDA only
     log_every: int = 5
@@ -97,6 +99,8 @@ class TrainConfig:
             raise ValueError(f"train.ema_beta must be in (0, 1), got {self.ema_beta}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"train.grad_clip must be > 0 or null, got {self.grad_clip}")
+        if self.validate_weights not in ("ema", "net"):
+            raise ValueError(f"train.validate_weights must be one of ('ema', 'net'), got {self.validate_weights!r}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -285,9 +289,10 @@ def _paper(name: str, method: MethodConfig, data: DataConfig, optim: OptimConfig
 
 def _refusion(r: RunConfig) -> RunConfig:
     """Refusion's EMA: ema_pytorch.EMA(beta=0.995, update_every=10) with its defaults (copy for 100 steps, warmup),
-    and fp32 training as the official code (no autocast; `--set train.amp=true` trades fidelity for bf16 speed)."""
+    fp32 training (`--set train.amp=true` trades fidelity for bf16 speed) and validation of the raw net, as the
+    official code (both weights are saved; restore.py uses the EMA)."""
     train = dataclasses.replace(r.train, ema_beta=0.995, ema_every=10, ema_update_after=100, ema_warmup=True,
-                                amp=False)
+                                amp=False, validate_weights="net")
     return dataclasses.replace(r, train=train)
 
 

@@ -148,8 +148,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 window = Window()
             grid = None
             if validate and (state.step % config.train.val_every == 0 or last):
-                eval_net = state.ema if state.ema is not None else unwrap(state.net)
-                scores, grid = evaluate(method, eval_net, val_set, metrics, device=device, seed=config.seed)
+                scores, grid = evaluate(method, validation_net(state, config), val_set, metrics, device=device,
+                                        seed=config.seed)
                 val_metrics = {f"val/{k}": v for k, v in scores.items()}
                 tracker.log_metrics(val_metrics, step=state.step)
                 tracker.log_image(grid, key="val/lq_output_gt", step=state.step)
@@ -287,6 +287,13 @@ def format_scores(scores: dict[str, float]) -> str:
         return (f"psnr {scores[prefix + 'psnr']:.2f} ssim {scores[prefix + 'ssim']:.3f} "
                 f"{lpips} {scores[prefix + lpips]:.3f}")
     return f"input {trio('lq_')} -> output {trio('')} (gain {scores['psnr_gain']:+.2f} dB)"
+
+
+def validation_net(state: TrainState, config: RunConfig) -> nn.Module:
+    """The weights validation scores: the EMA (when kept) or, with train.validate_weights = net, the raw net."""
+    if state.ema is not None and config.train.validate_weights == "ema":
+        return state.ema
+    return unwrap(state.net)
 
 
 def unwrap(net: nn.Module) -> nn.Module:

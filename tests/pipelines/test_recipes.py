@@ -132,6 +132,7 @@ def test_ema_and_usm_settings_follow_each_methods_official_code():
         train = RECIPES[name]().train
         assert (train.ema_beta, train.ema_every, train.ema_update_after, train.ema_warmup) == (0.995, 10, 100, True)
         assert train.amp is False, name  # the official Refusion / IR-SDE code trains in fp32
+        assert train.validate_weights == "net", name  # and validates the raw model
     for name in ("diffir_sr4x_s1", "diffir_sr4x_s2", "diffir_deblur_s1", "diffir_deblur_s2"):
         train = RECIPES[name]().train
         assert (train.ema_beta, train.ema_every, train.ema_warmup) == (0.999, 1, False), name

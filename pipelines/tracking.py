@@ -129,14 +129,6 @@ def log_artifacts(target: TrackingTarget, local_dir: str | Path, artifact_path: 
         logger.warning("could not log %s to MLflow: %s", local_dir, err)
 
 
-def set_tag(target: TrackingTarget, key: str, value: str) -> None:
-    if target.run_id is not None:
-        try:
-            _client(target.uri).set_tag(target.run_id, key, value)
-        except Exception as err:
-            logger.warning("could not set MLflow tag %s: %s", key, err)
-
-
 class Tracker:
     """Rank-0 logger into an existing run; the first failure disables it with one warning."""
 

@@ -1,7 +1,8 @@
 """Method-agnostic training on Ray Train: `train_loop_per_worker` and the CLI entry point.
 
     python pipelines/train.py                       # demo recipe, local Ray, local MLflow store
-    python pipelines/train.py --recipe refusion_deblurring --set data.root=/data/gopro --num-workers 4 --use-gpu
+    python pipelines/train.py --recipe refusion_deblurring --set data.source.lq_dir=/data/gopro/train/LQ \
+        --set data.source.gt_dir=/data/gopro/train/GT --num-workers 4 --use-gpu
     ray job submit --working-dir . -- python pipelines/train.py --smoke-test
 
 The method supplies its networks, loss and sampler (models/method.py); this loop owns optimisation,

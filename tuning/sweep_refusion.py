@@ -2,8 +2,8 @@
 
     python tuning/sweep_refusion.py --study noise --recipe debug          # 4 trials on a laptop
     python tuning/sweep_refusion.py --study all --scale cpu               # the four studies, 3 seeds, ~70 min
-    python tuning/sweep_refusion.py --study all --recipe refusion_deblurring --set data.source.folder=/data \\
-        --budget 20000 --gpus-per-trial 1 --asha
+    python tuning/sweep_refusion.py --study all --recipe refusion_deblurring --budget 20000 --gpus-per-trial 1 \
+        --set data.source.lq_dir=/data/gopro/train/LQ --set data.source.gt_dir=/data/gopro/train/GT --asha
     python tuning/sweep_refusion.py --space my_space.yaml --search random --num-samples 8
     python tuning/sweep_refusion.py --study noise --resume                # continue an interrupted sweep
 

@@ -1,9 +1,8 @@
 """MSGD method configs (arXiv 2212.01789): our GoPro-scale default, and a tiny one for CPU tests.
 
-The paper's exact widths, scales and schedule are UNVERIFIED (methods.md section 3.3); see MSGDConfig.
+The guidance scales (k = 1, 2, 3) and the losses are the paper's (methods.md 3.3b); its widths and noise schedule
+are UNVERIFIED (methods.md 3.3); see MSGDConfig.
 """
-
-from dataclasses import replace
 
 from models.msgd.guidance import GuidanceConfig
 from models.msgd.method import MSGDConfig
@@ -13,11 +12,6 @@ from models.msgd.unet import UNetConfig
 def deblur() -> MSGDConfig:
     """GoPro motion deblurring: base 64, mults (1, 2, 3, 4), guidance at 1/2, 1/4, 1/8, 60k warm start."""
     return MSGDConfig(scale=1, unet=UNetConfig(), guidance=GuidanceConfig())
-
-
-def deblur_sample_averaged(num_samples: int = 10) -> MSGDConfig:
-    """The "Ours-SA" restore setting: the mean of num_samples samples (the count is UNVERIFIED)."""
-    return replace(deblur(), num_samples_averaged=num_samples)
 
 
 def tiny(*, warmup_steps: int = 2, ramp_steps: int = 2) -> MSGDConfig:

@@ -3,7 +3,8 @@
 For each scale k: phi_k(y) = downsample_{2^k}(grayscale(y)) (+ small Gaussian noise in training), then
 h_k = H(phi_k(y)) from a conv + ResBlocks network, and a regressor R(h_k) predicting the downsampled
 grayscale sharp image. The h_k are what the UNet encoder's guided ResBlocks add into their features.
-Which values the paper uses (scales, noise, widths, sharing) is UNVERIFIED: every one is a config field.
+The paper gives the scales (k = 1, 2, 3) and the L2 guidance loss; its noise sigma, widths and sharing are
+UNVERIFIED: every one is a config field.
 
 Legend: B batch, C channels, H height, W width; k a scale exponent (features at H / 2^k).
 """
@@ -22,7 +23,7 @@ LUMA = (0.299, 0.587, 0.114)
 class GuidanceConfig:
     """Defaults are our choices (methods.md section 3.4), none checked against the paper."""
 
-    scales: tuple[int, ...] = (1, 2, 3)  # k: guidance at 1/2, 1/4, 1/8 (UNVERIFIED)
+    scales: tuple[int, ...] = (1, 2, 3)  # k: guidance at 1/2, 1/4, 1/8 (the paper's k = 1, 2, 3)
     channels: int = 64
     num_res_blocks: int = 2
     noise_std: float = 0.05  # on [0, 1] images, added to phi_k in training only (UNVERIFIED value)

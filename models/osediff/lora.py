@@ -8,7 +8,6 @@ shapes this gives 32 VAE modules and 94 / 148 / 16 UNet modules (tests/models/os
 import json
 from pathlib import Path
 
-import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from peft import LoraConfig
 from safetensors.torch import load_file, save_file
@@ -105,12 +104,3 @@ def import_adapters(net: nn.Module, folder: str | Path, *, meta: dict) -> None:
     device = next(net.parameters()).device
     net.load_state_dict({k: v.to(device) for k, v in load_file(str(folder / ADAPTER_WEIGHTS)).items()})
 
-
-def lora_state_names(module: nn.Module) -> list[str]:
-    """Names of a module's LoRA parameters."""
-    return [n for n, _ in module.named_parameters() if "lora_" in n]
-
-
-def count_parameters(params: list[torch.nn.Parameter]) -> int:
-    """Number of scalars in a list of parameters."""
-    return sum(p.numel() for p in params)

@@ -26,10 +26,6 @@ class DDPM:
         self.betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_steps, dtype=torch.float64) ** 2
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, 0)
 
-    def config(self) -> dict[str, float | int]:
-        """The settings that define the process (what a checkpoint must agree on)."""
-        return {"num_train_steps": self.num_train_steps, "beta_start": self.beta_start, "beta_end": self.beta_end}
-
     def _abar(self, t_B: torch.Tensor) -> torch.Tensor:
         """abar_t in float64, with abar_{-1} = 1 (the clean end), shape (B,)."""
         table = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod]).to(t_B.device)

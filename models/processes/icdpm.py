@@ -50,11 +50,6 @@ class ICDPM:
         self.betas = beta_schedule(schedule, num_train_steps, beta_start, beta_end)
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, 0)
 
-    def config(self) -> dict[str, float | int | str | bool]:
-        """The settings that define the process (what a checkpoint must agree on)."""
-        return {"num_train_steps": self.num_train_steps, "schedule": self.schedule, "beta_start": self.beta_start,
-                "beta_end": self.beta_end, "clip_x0": self.clip_x0}
-
     def _abar(self, t_B: torch.Tensor) -> torch.Tensor:
         """abar_t in float64 with abar_{-1} = 1, shape (B,)."""
         table = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod]).to(t_B.device)

@@ -66,11 +66,6 @@ class IRSDE:
         self.thetabar = self.thetas_cumsum * self.dt
         self.sigmabar = self.lam * torch.sqrt(1 - torch.exp(-2 * self.thetabar))
 
-    def config(self) -> dict[str, float | int | str]:
-        """The settings that define the process (what a checkpoint must agree on)."""
-        return {"max_sigma": self.max_sigma, "T": self.T, "schedule": self.schedule, "eps": self.eps,
-                "data_range": self.data_range}
-
     @staticmethod
     def _at(table: torch.Tensor, t_B: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """table[t] as (B, 1, 1, 1) in like's dtype and device (math stays float64 until here)."""

@@ -87,13 +87,6 @@ class LatentAutoencoderConfig:
         if self.scale < 1 or self.reg_weight < 0:
             raise ValueError(f"scale must be >= 1 and reg_weight >= 0, got {self.scale}, {self.reg_weight}")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LatentAutoencoderConfig":
-        d = dict(d)
-        d["net"] = LatentUNetConfig(**d["net"])
-        return cls(**d)
-
-
 def refusion_tiny() -> RefusionConfig:
     """Pixel-space Refusion small enough for CPU tests and the demo."""
     return RefusionConfig(net=TINY_NAFNET)

@@ -1,13 +1,15 @@
-"""A compact field schema of the KubeRay ray.io/v1 CRDs (KubeRay v1.6.2) and of the core/v1 types they embed.
+"""A compact field schema of the KubeRay ray.io/v1 CRDs (KubeRay v1.6.2); the core/v1 types they embed (pod
+templates, metadata, env, resources) are checked against the official Kubernetes client's models (k8s_core.py).
 
 Transcribed from the generated KubeRay CRD API reference (docs/reference/api.md at tag v1.6.2, mirrored at
-https://docs.ray.io/en/master/cluster/kubernetes/references/api.html) and the Kubernetes core/v1 API. The
-Kubernetes types list the fields a RayCluster pod template commonly uses, not every field of the API.
+https://docs.ray.io/en/master/cluster/kubernetes/references/api.html); the KubeRay CRDs are in no Python package.
 `check(obj, kind)` returns one message per key that the type does not have, so a typo such as `minReplica`
 or `authOption` fails the tests instead of being silently dropped by the API server.
 """
 
 from typing import Any
+
+from tests.cluster.k8s_core import core_problems
 
 # A type is {field: type}; a type written as [T] is a list of T; "str", "int", "bool", "float" are scalars;
 # "map" is an object of string keys to string-like values; "any" is not checked further.
@@ -22,8 +24,8 @@ ENUMS: dict[str, set[str]] = {
 
 TYPES: dict[str, dict[str, Any]] = {
     # --- ray.io/v1 ---
-    "RayCluster": {"apiVersion": "str", "kind": "str", "metadata": "ObjectMeta", "spec": "RayClusterSpec"},
-    "RayJob": {"apiVersion": "str", "kind": "str", "metadata": "ObjectMeta", "spec": "RayJobSpec"},
+    "RayCluster": {"apiVersion": "str", "kind": "str", "metadata": "V1ObjectMeta", "spec": "RayClusterSpec"},
+    "RayJob": {"apiVersion": "str", "kind": "str", "metadata": "V1ObjectMeta", "spec": "RayJobSpec"},
     "RayClusterSpec": {
         "upgradeStrategy": "RayClusterUpgradeStrategy",
         "authOptions": "AuthOptions",
@@ -40,19 +42,19 @@ TYPES: dict[str, dict[str, Any]] = {
     "RayClusterUpgradeStrategy": {"type": "RayClusterUpgradeType"},
     "AuthOptions": {"enableK8sTokenAuth": "bool", "secretName": "str", "mode": "AuthMode"},
     "AutoscalerOptions": {
-        "resources": "ResourceRequirements",
+        "resources": "V1ResourceRequirements",
         "image": "str",
         "imagePullPolicy": "str",
         "securityContext": "any",
         "idleTimeoutSeconds": "int",
         "upscalingMode": "UpscalingMode",
         "version": "AutoscalerVersion",
-        "env": ["EnvVar"],
+        "env": ["V1EnvVar"],
         "envFrom": ["any"],
-        "volumeMounts": ["VolumeMount"],
+        "volumeMounts": ["V1VolumeMount"],
     },
     "HeadGroupSpec": {
-        "template": "PodTemplateSpec",
+        "template": "V1PodTemplateSpec",
         "headService": "any",
         "enableIngress": "bool",
         "resources": "map",
@@ -70,7 +72,7 @@ TYPES: dict[str, dict[str, Any]] = {
         "resources": "map",
         "labels": "map",
         "rayStartParams": "map",
-        "template": "PodTemplateSpec",
+        "template": "V1PodTemplateSpec",
         "scaleStrategy": {"workersToDelete": ["str"]},
         "numOfHosts": "int",
     },
@@ -78,7 +80,7 @@ TYPES: dict[str, dict[str, Any]] = {
         "activeDeadlineSeconds": "int",
         "backoffLimit": "int",
         "rayClusterSpec": "RayClusterSpec",
-        "submitterPodTemplate": "PodTemplateSpec",
+        "submitterPodTemplate": "V1PodTemplateSpec",
         "metadata": "map",
         "clusterSelector": "map",
         "submitterConfig": {"backoffLimit": "int"},
@@ -101,69 +103,6 @@ TYPES: dict[str, dict[str, Any]] = {
         "onFailure": {"policy": "DeletionPolicyType"},
         "deletionRules": [{"policy": "DeletionPolicyType", "condition": "any"}],
     },
-    # --- core/v1 (the part a Ray pod template uses) ---
-    "ObjectMeta": {
-        "name": "str",
-        "namespace": "str",
-        "labels": "map",
-        "annotations": "map",
-        "generateName": "str",
-    },
-    "PodTemplateSpec": {"metadata": "ObjectMeta", "spec": "PodSpec"},
-    "PodSpec": {
-        "containers": ["Container"],
-        "initContainers": ["Container"],
-        "volumes": ["Volume"],
-        "nodeSelector": "map",
-        "affinity": "any",
-        "tolerations": ["Toleration"],
-        "serviceAccountName": "str",
-        "imagePullSecrets": [{"name": "str"}],
-        "securityContext": "any",
-        "priorityClassName": "str",
-        "schedulerName": "str",
-        "restartPolicy": "str",
-        "terminationGracePeriodSeconds": "int",
-        "hostNetwork": "bool",
-        "runtimeClassName": "str",
-    },
-    "Container": {
-        "name": "str",
-        "image": "str",
-        "imagePullPolicy": "str",
-        "command": ["str"],
-        "args": ["str"],
-        "workingDir": "str",
-        "env": ["EnvVar"],
-        "envFrom": ["any"],
-        "ports": ["ContainerPort"],
-        "resources": "ResourceRequirements",
-        "volumeMounts": ["VolumeMount"],
-        "lifecycle": "any",
-        "livenessProbe": "any",
-        "readinessProbe": "any",
-        "securityContext": "any",
-    },
-    "EnvVar": {"name": "str", "value": "str", "valueFrom": "EnvVarSource"},
-    "EnvVarSource": {
-        "fieldRef": {"apiVersion": "str", "fieldPath": "str"},
-        "secretKeyRef": {"name": "str", "key": "str", "optional": "bool"},
-        "configMapKeyRef": {"name": "str", "key": "str", "optional": "bool"},
-        "resourceFieldRef": "any",
-    },
-    "ContainerPort": {"containerPort": "int", "name": "str", "protocol": "str", "hostPort": "int"},
-    "ResourceRequirements": {"limits": "map", "requests": "map", "claims": ["any"]},
-    "VolumeMount": {"name": "str", "mountPath": "str", "readOnly": "bool", "subPath": "str"},
-    "Volume": {
-        "name": "str",
-        "emptyDir": {"medium": "str", "sizeLimit": "str"},
-        "persistentVolumeClaim": {"claimName": "str", "readOnly": "bool"},
-        "secret": "any",
-        "configMap": "any",
-        "csi": "any",
-        "hostPath": "any",
-    },
-    "Toleration": {"key": "str", "operator": "str", "value": "str", "effect": "str", "tolerationSeconds": "int"},
 }
 
 REQUIRED: dict[str, set[str]] = {
@@ -172,12 +111,6 @@ REQUIRED: dict[str, set[str]] = {
     "RayClusterSpec": {"headGroupSpec"},
     "HeadGroupSpec": {"template"},
     "WorkerGroupSpec": {"groupName", "template"},
-    "PodSpec": {"containers"},
-    "Container": {"name"},
-    "EnvVar": {"name"},
-    "VolumeMount": {"name", "mountPath"},
-    "Volume": {"name"},
-    "ContainerPort": {"containerPort"},
 }
 
 _SCALARS = {"str": str, "int": int, "bool": bool, "float": (int, float)}
@@ -187,6 +120,8 @@ def check(obj: Any, type_: Any, path: str = "") -> list[str]:
     """Every problem found walking `obj` against `type_` (a type name, a [T] list or an inline {field: T})."""
     if type_ == "any":
         return []
+    if isinstance(type_, str) and type_.startswith("V1"):  # a core/v1 type: the official client's model
+        return core_problems(obj, type_, path)
     if isinstance(type_, list):
         if not isinstance(obj, list):
             return [f"{path}: expected a list, got {type(obj).__name__}"]

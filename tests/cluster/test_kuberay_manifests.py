@@ -9,6 +9,7 @@ import pytest
 import ray
 import yaml
 
+from tests.cluster.k8s_core import core_problems
 from tests.cluster.kuberay_fields import check
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,35 +149,6 @@ def test_documented_training_commands_parse_with_the_real_cli(name):
 
 DB_MANIFEST = "cluster/k8s/mlflow-db.yaml"
 CORE_MODELS = {"Service": "V1Service", "StatefulSet": "V1StatefulSet"}
-
-
-def core_problems(obj, type_name: str, path: str = "") -> list[str]:
-    """One message per key that the Kubernetes type (the official client's model of it) does not have."""
-    import kubernetes.client
-
-    if type_name == "object":  # IntOrString and free-form fields
-        return []
-    if match := re.fullmatch(r"list\[(.+)\]", type_name):
-        if not isinstance(obj, list):
-            return [f"{path}: expected a list"]
-        return [p for i, item in enumerate(obj) for p in core_problems(item, match[1], f"{path}[{i}]")]
-    if type_name.startswith("dict"):  # labels, resource quantities (int or string)
-        return [] if isinstance(obj, dict) else [f"{path}: expected a map"]
-    scalars = {"str": str, "int": int, "bool": bool}
-    if type_name in scalars:
-        ok = isinstance(obj, scalars[type_name]) and not (type_name == "int" and isinstance(obj, bool))
-        return [] if ok else [f"{path}: expected {type_name}, got {type(obj).__name__}"]
-    model = getattr(kubernetes.client, type_name)
-    if not isinstance(obj, dict):
-        return [f"{path}: expected an object ({type_name})"]
-    fields = {json_key: model.openapi_types[attr] for attr, json_key in model.attribute_map.items()}
-    problems = []
-    for key, value in obj.items():
-        if key not in fields:
-            problems.append(f"{path}.{key}: no such field of {type_name}")
-        else:
-            problems += core_problems(value, fields[key], f"{path}.{key}")
-    return problems
 
 
 def _db_docs() -> dict[str, dict]:

@@ -12,7 +12,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-# EXIF orientation tag value -> numpy ops that turn the stored pixels upright (EXIF 2.32, tag 0x0112).
+# EXIF orientation tag value -> numpy ops that turn the stored pixels upright (EXIF 2.32, tag 0x0112). These are
+# ImageOps.exif_transpose's eight transposes, on the numpy pixels: OpenCV decodes the 16-bit and float files whose
+# pixels no PIL image mode holds, so PIL cannot transpose them.
 _ORIENT = {
     1: lambda a: a,
     2: lambda a: a[:, ::-1],

@@ -177,6 +177,7 @@ def run_training(config: RunConfig, *, resume: tuple[str, int] | None = None, ml
     storage_path = _absolute(config.storage_path)
     run = run_uri(storage_path, config.name)
     logger.info("run %s: checkpoints and MLflow store under %s", config.name, storage_path)
+    logger.log(*global_batch_line(config))
     if resume is None and find_latest_checkpoint(storage_path, config.name) is not None:
         raise cli.UserError(f"{run} already has checkpoints: use --resume {config.name} or another --name")
     start_step = 0 if resume is None else resume[1]
@@ -268,6 +269,18 @@ def build_trainer(config: RunConfig, *, target: tracking.TrackingTarget, resume:
         # Train replaces the dataset's execution options; keep preserve_order so the stream is reproducible.
         dataset_config=ray.train.DataConfig(execution_options=data_execution_options()),
     )
+
+
+def global_batch_line(config: RunConfig) -> tuple[int, str]:
+    """(log level, line) stating the global batch, a warning when it is not the official run's."""
+    workers = max(1, config.scaling.num_workers)
+    line = (f"global batch {config.global_batch_size} (train.batch_size {config.train.batch_size} x {workers} "
+            f"worker{'s' if workers > 1 else ''})")
+    official = config.train.official_global_batch
+    if official is None or official == config.global_batch_size:
+        return logging.INFO, line + ("" if official is None else ", as the official run")
+    return logging.WARNING, (f"{line} differs from the official run's {official}: results may differ; "
+                             "match it with --num-workers or --set train.batch_size=N")
 
 
 def start_tracking(config: RunConfig, *, mlflow_uri: str | None, experiment: str, resuming: bool, storage_path: str,

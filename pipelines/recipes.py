@@ -86,6 +86,8 @@ class TrainConfig:
     log_every: int = 5
     prefetch_batches: int = 2
     max_failures: int = 0  # worker-group restarts from the last checkpoint (FailureConfig)
+    # The official run's global batch (per-GPU batch x its GPUs); a run whose global batch differs says so at start.
+    official_global_batch: int | None = None
 
     def __post_init__(self) -> None:
         if self.ema_update_after < 0:
@@ -403,10 +405,12 @@ def _diffir_two_phase(*, decay_every: int) -> OptimConfig:
 
 
 def _diffir(r: RunConfig, *, validate: bool) -> RunConfig:
-    """DiffIR's EMA (BasicSR, 0.999 every step); stage 1 needs the GT to restore (CPEN_S1), so it has no validation."""
+    """DiffIR's EMA (BasicSR, 0.999 every step) and its 8 GPUs (train_*.sh: nproc_per_node=8), so the recipe's
+    global batch is the official one (per-GPU batch x 8); stage 1 needs the GT to restore (CPEN_S1), so it has no
+    validation."""
     train = dataclasses.replace(r.train, num_val_images=r.train.num_val_images if validate else 0, ema_beta=0.999,
-                                ema_every=1)
-    return dataclasses.replace(r, train=train)
+                                ema_every=1, official_global_batch=r.train.batch_size * 8)
+    return dataclasses.replace(r, train=train, scaling=dataclasses.replace(r.scaling, num_workers=8))
 
 
 def diffir_sr4x_s1() -> RunConfig:
@@ -429,13 +433,13 @@ def diffir_deblur_s1() -> RunConfig:
     optim = OptimConfig(name="adam", lr=2e-4, betas=(0.9, 0.999), scheduler="cosine_restarts",
                         periods=(92_000, 208_000), eta_mins=(2.85e-4, 1e-6), restart_weights=(1.0, 1.0))
     return _diffir(_paper("diffir_deblur_s1", diffir_configs.deblur(stage=1), _paired("gopro", patch_size=256), optim,
-                          num_steps=300_000, batch_size=4, protocol="gopro"), validate=False)
+                          num_steps=300_000, batch_size=8, protocol="gopro"), validate=False)
 
 
 def diffir_deblur_s2(init_from: str = "runs/diffir_deblur_s1/checkpoint_00300000") -> RunConfig:
     optim = _diffir_two_phase(decay_every=80_000)
     return _diffir(_paper("diffir_deblur_s2", diffir_configs.deblur(stage=2, init_from=init_from),
-                          _paired("gopro", patch_size=256), optim, num_steps=400_000, batch_size=4, protocol="gopro"),
+                          _paired("gopro", patch_size=256), optim, num_steps=400_000, batch_size=8, protocol="gopro"),
                    validate=True)
 
 

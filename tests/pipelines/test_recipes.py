@@ -119,6 +119,23 @@ def test_train_config_rejects_bad_values():
         TrainConfig(grad_clip=0.0)
 
 
+def test_diffir_recipes_reach_the_official_global_batch_and_a_smaller_run_is_warned():
+    import dataclasses
+    import logging
+
+    from pipelines.launch import global_batch_line
+
+    for name, official in (("diffir_sr4x_s1", 72), ("diffir_sr4x_s2", 72), ("diffir_deblur_s1", 64),
+                           ("diffir_deblur_s2", 64)):
+        r = RECIPES[name]()  # 8 GPUs (the official train_*.sh) x the yml's batch_size_per_gpu
+        assert r.scaling.num_workers == 8 and r.global_batch_size == r.train.official_global_batch == official, name
+        assert global_batch_line(r)[0] == logging.INFO
+    two_gpus = dataclasses.replace(r, scaling=dataclasses.replace(r.scaling, num_workers=2))
+    level, line = global_batch_line(two_gpus)
+    assert level == logging.WARNING and "global batch 16 (train.batch_size 8 x 2 workers) differs" in line
+    assert global_batch_line(RECIPES["demo"]()) == (logging.INFO, "global batch 8 (train.batch_size 8 x 1 worker)")
+
+
 def test_msgd_recipe_trains_with_the_papers_losses_and_optimiser():
     r = RECIPES["msgd_deblurring"]()
     assert (r.optim.name, r.optim.betas, r.optim.lr, r.optim.scheduler, r.optim.warmup_steps) == (

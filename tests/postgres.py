@@ -40,9 +40,14 @@ class Database:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
 
 
-def _binary(name: str) -> str | None:
-    found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return found if isinstance(found, str) else (found[-1] if found else None)
+def _bin_dir() -> Path | None:
+    """The folder of initdb and postgres (one version): initdb's on PATH, else Debian's newest."""
+    on_path = shutil.which("initdb")
+    if on_path is not None:
+        return Path(os.path.realpath(on_path)).parent
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                   key=lambda p: tuple(int(x) for x in Path(p).parts[-3].split(".") if x.isdigit()))
+    return Path(found[-1]).parent if found else None
 
 
 def _as_user() -> list[str]:
@@ -59,9 +64,10 @@ def _as_user() -> list[str]:
 @contextlib.contextmanager
 def postgres_cluster(*, databases: tuple[str, ...]) -> Iterator[Database]:
     """initdb + postgres on a free port, with `databases` created; everything is deleted afterwards."""
-    initdb, server = _binary("initdb"), _binary("postgres")
-    if initdb is None or server is None:
+    bin_dir = _bin_dir()
+    if bin_dir is None or not (bin_dir / "postgres").is_file():
         pytest.skip(f"PostgreSQL is not installed: {HOW_TO_INSTALL}")
+    initdb, server = str(bin_dir / "initdb"), str(bin_dir / "postgres")
     prefix = _as_user()
     folder = Path(tempfile.mkdtemp(prefix="restoration-pg-"))  # not under pytest's root-only tmp folders
     if prefix:

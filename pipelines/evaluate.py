@@ -38,6 +38,17 @@ from pipelines.restore import list_inputs, load_checkpoint, read_image, restore_
 logger = logging.getLogger(__name__)
 
 
+def format_scores(scores: dict[str, float]) -> str:
+    """'input psnr 23.71 ssim 0.612 lpips 0.016 -> output psnr 25.90 ssim 0.700 lpips 0.012 (gain +2.19 dB)'; LPIPS
+    with the random test backbone is shown as lpips_random."""
+    lpips = "lpips" if "lpips" in scores else "lpips_random"
+
+    def trio(prefix: str) -> str:
+        return (f"psnr {scores[prefix + 'psnr']:.2f} ssim {scores[prefix + 'ssim']:.3f} "
+                f"{lpips} {scores[prefix + lpips]:.3f}")
+    return f"input {trio('lq_')} -> output {trio('')} (gain {scores['psnr_gain']:+.2f} dB)"
+
+
 @torch.no_grad()
 def evaluate(
     method: RestorationMethod,

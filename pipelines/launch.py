@@ -315,7 +315,7 @@ def start_tracking(config: RunConfig, *, mlflow_uri: str | None, experiment: str
 def summary(config: RunConfig, *, run: str, final: tuple[str, int] | None, target: tracking.TrackingTarget,
             seconds: float, metrics: dict) -> None:
     """The end-of-run lines: checkpoint, held-out scores of the input beside the output's, grid image, MLflow."""
-    from pipelines.train import format_scores
+    from pipelines.evaluate import format_scores
 
     lines = [
         f"run {config.name} finished in {seconds:.0f} s",

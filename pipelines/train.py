@@ -47,7 +47,7 @@ from pipelines.checkpoints import (
     write_checkpoint,
 )
 from pipelines.data import build_val_set, train_manifest
-from pipelines.evaluate import evaluate
+from pipelines.evaluate import evaluate, format_scores
 from pipelines.optim import ScheduleSpan, build_ema, build_optimizer, build_scheduler, update_ema
 from pipelines.recipes import RunConfig, build_method, build_method_for_saved_weights
 from pipelines.tracking import Tracker, TrackingTarget
@@ -277,17 +277,6 @@ def encode_png(rgb_HWC: np.ndarray) -> bytes:
     if not ok:
         raise OSError("could not encode the validation grid as PNG")
     return encoded.tobytes()
-
-
-def format_scores(scores: dict[str, float]) -> str:
-    """'input psnr 23.71 ssim 0.612 lpips 0.016 -> output psnr 25.90 ssim 0.700 lpips 0.012 (gain +2.19 dB)'; LPIPS
-    with the random test backbone is shown as lpips_random."""
-    lpips = "lpips" if "lpips" in scores else "lpips_random"
-
-    def trio(prefix: str) -> str:
-        return (f"psnr {scores[prefix + 'psnr']:.2f} ssim {scores[prefix + 'ssim']:.3f} "
-                f"{lpips} {scores[prefix + lpips]:.3f}")
-    return f"input {trio('lq_')} -> output {trio('')} (gain {scores['psnr_gain']:+.2f} dB)"
 
 
 def validation_net(state: TrainState, config: RunConfig) -> nn.Module:

@@ -66,7 +66,11 @@ def read_state_dict(path: Path, what: str = "--official") -> dict[str, torch.Ten
 def _load_exactly(net: torch.nn.Module, weights: dict[str, torch.Tensor], *, what: str,
                   may_miss: str | None = None) -> None:
     """Load `weights`; every one must land, and only keys starting with `may_miss` may stay at their init."""
-    result = net.load_state_dict(weights, strict=False)
+    try:
+        result = net.load_state_dict(weights, strict=False)
+    except RuntimeError as error:  # a tensor of another shape: the file's net is not the one built from it
+        shapes = [line.strip() for line in str(error).splitlines() if "size mismatch" in line]
+        raise cli.UserError(f"the official weights do not fit {what}: {(shapes or [str(error)])[0][:300]}") from None
     missing = [k for k in result.missing_keys if may_miss is None or not k.startswith(may_miss)]
     if missing or result.unexpected_keys:
         raise cli.UserError(f"the official weights do not fit {what}: missing {missing[:5]}, "

@@ -180,7 +180,12 @@ def test_diffir_files_that_do_not_fit_are_refused_with_one_line(official_diffir,
         import_weights.main(["--method", "diffir", "--official", str(tmp_path / "twin.pth"), "--out", str(tmp_path / "a")])
     with pytest.raises(cli.UserError, match=r"--official .*DiffIRS1.pth: no G.patch_embed.proj.weight"):
         import_weights.main(["--method", "diffir", "--official", str(s1), "--out", str(tmp_path / "b")])
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    narrow = state["denoise.resmlp.0.weight"][:, :-1]  # and its DDPM copy, so only the shape is wrong
+    resized = dict(state, **{"denoise.resmlp.0.weight": narrow, "diffusion.model.resmlp.0.weight": narrow})
+    torch.save({"params_ema": resized}, tmp_path / "resized.pth")
+    with pytest.raises(cli.UserError, match=r"do not fit DiffIR stage 2 .*size mismatch for denoiser.mlp.0.weight"):
+        import_weights.main(["--method", "diffir", "--official", str(tmp_path / "resized.pth"), "--out", str(tmp_path / "c")])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
 
 # --- OSEDiff: an osediff.pkl as the official save_model writes it, from a tiny random SD ---

@@ -274,13 +274,15 @@ def build_trainer(config: RunConfig, *, target: tracking.TrackingTarget, resume:
 def global_batch_line(config: RunConfig) -> tuple[int, str]:
     """(log level, line) stating the global batch, a warning when it is not the official run's."""
     workers = max(1, config.scaling.num_workers)
+    accum = config.grad_accum_steps
     line = (f"global batch {config.global_batch_size} (train.batch_size {config.train.batch_size} x {workers} "
-            f"worker{'s' if workers > 1 else ''})")
+            f"worker{'s' if workers > 1 else ''}"
+            + (f" x {accum} accumulated micro-batches" if accum > 1 else "") + ")")
     official = config.train.official_global_batch
     if official is None or official == config.global_batch_size:
         return logging.INFO, line + ("" if official is None else ", as the official run")
     return logging.WARNING, (f"{line} differs from the official run's {official}: results may differ; "
-                             "match it with --num-workers or --set train.batch_size=N")
+                             "match it with --num-workers, --set train.batch_size=N or --set train.grad_accum=N")
 
 
 def start_tracking(config: RunConfig, *, mlflow_uri: str | None, experiment: str, resuming: bool, storage_path: str,

@@ -22,6 +22,7 @@ if __name__ == "__main__":  # the CLI, before this module's own imports: Ray loa
     cli.run(main, prog="pipelines/train.py")
     sys.exit(0)
 
+import contextlib
 import logging
 import os
 import shutil
@@ -100,7 +101,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                   if getattr(method, "needs_keys", False) else None)
     generator = torch.Generator(device=device)
     use_amp = config.train.amp and device.type == "cuda"
-    global_batch = config.train.batch_size * world_size
+    accum = config.grad_accum_steps
+    global_batch = config.train.batch_size * world_size * accum
     batch_iter = iter(ray.train.get_dataset_shard("train").iter_torch_batches(
         batch_size=config.train.batch_size, drop_last=True, prefetch_batches=config.train.prefetch_batches
     ))
@@ -108,20 +110,28 @@ def train_loop_per_worker(loop_config: dict) -> None:
     val_metrics: dict[str, float] = {}  # the latest validation, reported with each checkpoint
     run_start, start_step = time.perf_counter(), state.step
     try:
-        for _ in range(num_skip):
+        for _ in range(num_skip * accum):
             next(batch_iter)
         while state.step < config.train.num_steps:
             t0 = time.perf_counter()
-            batch = next(batch_iter)  # one row per stream position (data.PairMaker.pair_at): never runs dry
-            t_data = time.perf_counter() - t0
-            hq, lq = to_model(batch["hq"].to(device)), to_model(batch["lq"].to(device))
-            # Training noise depends on (seed, rank, step) only: a resumed run draws what the original drew.
-            generator.manual_seed(noise_seed(config.seed, rank, state.step))
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                keys = {} if keys_by_id is None else {"keys": [keys_by_id[int(i)] for i in batch["sample_id"]]}
-                loss, logs = method.loss(state.net, hq, lq, step=state.step, generator=generator, **keys)
             state.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            micro_logs, t_data = [], 0.0
+            for micro in range(accum):
+                t_batch = time.perf_counter()
+                batch = next(batch_iter)  # one row per stream position (data.PairMaker.pair_at): never runs dry
+                t_data += time.perf_counter() - t_batch
+                hq, lq = to_model(batch["hq"].to(device)), to_model(batch["lq"].to(device))
+                # Training noise depends on (seed, rank, step) only: a resumed run draws what the original drew.
+                # Micro-batch m of rank r draws as rank r * accum + m of a run with accum times the workers.
+                generator.manual_seed(noise_seed(config.seed, rank * accum + micro, state.step))
+                keys = {} if keys_by_id is None else {"keys": [keys_by_id[int(i)] for i in batch["sample_id"]]}
+                # DDP all-reduces the gradients once per optimiser step, after the last micro-batch.
+                with no_sync(state.net, enabled=micro < accum - 1):
+                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                        loss, logs = method.loss(state.net, hq, lq, step=state.step, generator=generator, **keys)
+                    (loss / accum).backward()
+                micro_logs.append(logs)
+            logs = mean_logs(micro_logs)
             if config.train.grad_clip is not None:  # per optimiser group, as OSEDiff clips generator and regulariser
                 norms = [nn.utils.clip_grad_norm_(group["params"], config.train.grad_clip)
                          for group in state.optimizer.param_groups]
@@ -284,6 +294,20 @@ def validation_net(state: TrainState, config: RunConfig) -> nn.Module:
     if state.ema is not None and config.train.validate_weights == "ema":
         return state.ema
     return unwrap(state.net)
+
+
+def no_sync(net: nn.Module, *, enabled: bool):
+    """DDP's no_sync (gradients stay local) when `enabled` and `net` is DDP-wrapped; else a no-op context."""
+    if enabled and isinstance(net, nn.parallel.DistributedDataParallel):
+        return net.no_sync()
+    return contextlib.nullcontext()
+
+
+def mean_logs(logs: list[dict[str, float]]) -> dict[str, float]:
+    """Per-key mean of the micro-batches' method logs (one dict when there is no accumulation)."""
+    if len(logs) == 1:
+        return logs[0]
+    return {key: sum(entry[key] for entry in logs) / len(logs) for key in logs[0]}
 
 
 def unwrap(net: nn.Module) -> nn.Module:

@@ -130,9 +130,18 @@ def test_diffir_recipes_reach_the_official_global_batch_and_a_smaller_run_is_war
         r = RECIPES[name]()  # 8 GPUs (the official train_*.sh) x the yml's batch_size_per_gpu
         assert r.scaling.num_workers == 8 and r.global_batch_size == r.train.official_global_batch == official, name
         assert global_batch_line(r)[0] == logging.INFO
+        assert r.grad_accum_steps == 1
+    # Fewer GPUs: gradients of 4 micro-batches per step reach the official 64 (deblurring: 8 per GPU).
     two_gpus = dataclasses.replace(r, scaling=dataclasses.replace(r.scaling, num_workers=2))
-    level, line = global_batch_line(two_gpus)
-    assert level == logging.WARNING and "global batch 16 (train.batch_size 8 x 2 workers) differs" in line
+    assert (two_gpus.grad_accum_steps, two_gpus.global_batch_size) == (4, 64)
+    assert global_batch_line(two_gpus) == (logging.INFO, "global batch 64 (train.batch_size 8 x 2 workers x 4 "
+                                                         "accumulated micro-batches), as the official run")
+    # 3 x 8 does not divide 64, and an explicit train.grad_accum is kept: both are warned about.
+    for odd in (dataclasses.replace(r, scaling=dataclasses.replace(r.scaling, num_workers=3)),
+                dataclasses.replace(two_gpus, train=dataclasses.replace(r.train, grad_accum=1))):
+        level, line = global_batch_line(odd)
+        assert level == logging.WARNING and "differs from the official run's 64" in line and "grad_accum" in line
+    assert "global batch 16 (train.batch_size 8 x 2 workers) differs" in global_batch_line(odd)[1]
     assert global_batch_line(RECIPES["demo"]()) == (logging.INFO, "global batch 8 (train.batch_size 8 x 1 worker)")
 
 
@@ -142,6 +151,10 @@ def test_msgd_recipe_trains_with_the_papers_losses_and_optimiser():
         "adam", (0.5, 0.999), 1e-4, "warmup_constant", 20_000)
     assert (r.method.diffusion_loss, r.method.guidance_loss, r.method.warmup_steps) == ("l1", "l2", 60_000)
     assert r.data.patch_size == 128
+    # The paper's batch of 256: 32 accumulated micro-batches of 8 on one worker, 4 on 8 workers.
+    assert (r.train.batch_size, r.grad_accum_steps, r.global_batch_size) == (8, 32, 256)
+    eight = dataclasses.replace(r, scaling=dataclasses.replace(r.scaling, num_workers=8))
+    assert (eight.grad_accum_steps, eight.global_batch_size) == (4, 256)
 
 
 def test_ema_and_usm_settings_follow_each_methods_official_code():

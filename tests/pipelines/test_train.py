@@ -148,12 +148,50 @@ def test_resume_with_more_steps_continues_one_falling_lr_schedule(debug_run):
     assert lrs[-1] == pytest.approx(config["optim"]["eta_min"])
 
 
+class _RegressionMethod:
+    """A method whose loss draws no noise (MSE of a 3x3 conv of the LQ against the HQ): gradients then depend
+    on the samples only, so accumulated micro-batches can be compared with one large batch."""
+
+    def build(self) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def param_groups(self, net: torch.nn.Module) -> list[dict]:
+        return [{"params": list(net.parameters())}]
+
+    def loss(self, net, hq, lq, *, step, generator):
+        loss = (net(lq) - hq).square().mean()
+        return loss, {"loss": loss.item()}
+
+
+@pytest.mark.slow
+def test_accumulated_micro_batches_give_the_gradient_of_one_batch_of_their_samples(local_ray, tmp_path, monkeypatch):
+    import pipelines.train
+    from pipelines.checkpoints import load_state
+
+    monkeypatch.setattr(pipelines.train, "build_method", lambda config: _RegressionMethod())
+    first_moments = {}
+    for name, batch, accum in (("one_batch", 4, 1), ("accumulated", 2, 2)):
+        run_cli(["--recipe", "debug", "--storage-path", str(tmp_path), "--name", name,
+                 "--set", f"train.batch_size={batch}", "--set", f"train.grad_accum={accum}",
+                 "--set", "train.num_steps=1", "--set", "train.num_val_images=0", "--set", "train.ema=false"])
+        optimizer = load_state(tmp_path / name / "checkpoint_00000001")["optimizer"]
+        # Adam's first moment after one step is (1 - beta1) x the gradient.
+        first_moments[name] = [optimizer["state"][i]["exp_avg"] for i in sorted(optimizer["state"])]
+    for one, accumulated in zip(first_moments["one_batch"], first_moments["accumulated"], strict=True):
+        assert torch.allclose(one, accumulated, rtol=1e-5, atol=1e-9)
+        assert one.abs().max() > 0
+
+
 @pytest.mark.slow
 def test_two_cpu_workers_learn_and_recover_from_a_killed_worker(local_ray, tmp_path):
     from pipelines.checkpoints import load_state
 
+    # 2 accumulated micro-batches of 2 per rank (DDP's no_sync on the first): the recipe's global batch of 8, and
+    # the restarted group skips 2 batches per consumed step.
     run_cli(["--recipe", "debug", "--storage-path", str(tmp_path), "--name", "ddp", "--num-workers", "2",
-             "--set", "scaling.cpus_per_worker=1", "--set", "train.max_failures=1", "--set", "train.log_every=1"])
+             "--set", "scaling.cpus_per_worker=1", "--set", "train.max_failures=1", "--set", "train.log_every=1",
+             "--set", "train.batch_size=2", "--set", "train.grad_accum=2"])
     assert local_ray.exists(), "rank 1 was not killed"
     client, run = mlflow_run(tmp_path, "ddp")
     assert run.info.status == "FINISHED"

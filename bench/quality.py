@@ -31,7 +31,8 @@ import torch
 
 from bench import quality_recipes as recipes
 from models.metrics import PROTOCOLS, ImageMetrics, Protocol
-from pipelines.batching import to_model
+from degradations import MaskConfig
+from pipelines.batching import to_image, to_model
 from pipelines.data import build_val_set
 from pipelines.evaluate import evaluate, upsample_input
 from pipelines.launch import run_training
@@ -62,6 +63,8 @@ BENCHES: dict[str, Bench] = {
     "diffir-sr": Bench("DiffIR S1 -> S2", "x4 SR, bicubic", (recipes.diffir_sr_s1, recipes.diffir_sr_s2),
                        minutes=7.9, baseline="bicubic"),
     "msgd-deblur": Bench("MSGD", "motion deblurring", (recipes.msgd_deblur,), minutes=7.4),
+    "refusion-inpaint": Bench("Refusion (pixel)", "inpainting, free-form strokes + boxes", (recipes.refusion_inpaint,),
+                              minutes=4.4, baseline="telea"),
 }
 
 
@@ -77,14 +80,34 @@ class QualityResult:
     num_images: int
     minutes: float
     checkpoint: str
+    holes: "HoleScores | None" = None  # inpainting: PSNR inside the holes only
 
     @property
     def gain(self) -> float:
         return self.psnr - self.lq_psnr
 
     def line(self) -> str:
+        holes = "" if self.holes is None else f"; {self.holes.line()}"
         return (f"{self.name}: input {self.lq_psnr:.2f} dB -> output {self.psnr:.2f} dB (gain {self.gain:+.2f} dB) "
-                f"on {self.num_images} held-out images")
+                f"on {self.num_images} held-out images{holes}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HoleScores:
+    """PSNR over the hole pixels alone (all three channels), where an inpainting model has to invent content."""
+
+    lq_psnr: float  # the fill value against the photo
+    psnr: float
+    baseline_psnr: float  # OpenCV's Telea inpainting given the same holes
+    hole_fraction: float
+
+    @property
+    def gain(self) -> float:
+        return self.psnr - self.lq_psnr
+
+    def line(self) -> str:
+        return (f"inside the holes ({100 * self.hole_fraction:.0f}% of the pixels) input {self.lq_psnr:.2f} dB -> "
+                f"output {self.psnr:.2f} dB (gain {self.gain:+.2f} dB; Telea {self.baseline_psnr:.2f} dB)")
 
     def start_line(self) -> str:
         start = "not scored" if self.psnr_start is None else f"{self.psnr_start:.2f} dB"
@@ -124,10 +147,60 @@ def run_bench(name: str, *, minutes: float | None = None, storage_path: str = "r
         previous = result.checkpoint[0]
     m = result.metrics
     hqs, lqs, _ = build_val_set(config.data, config.train.num_val_images)
-    baseline = classical_baseline(bench.baseline, hqs, lqs, protocol=PROTOCOLS[config.protocol]) if bench.baseline else None
+    holes = None
+    if isinstance(config.data.degradation, MaskConfig):
+        holes = score_holes(config, Path(previous), hqs, lqs)
+        baseline = score_telea(hqs, lqs, hole_masks(config), protocol=PROTOCOLS[config.protocol])[0]
+    else:
+        baseline = (classical_baseline(bench.baseline, hqs, lqs, protocol=PROTOCOLS[config.protocol])
+                    if bench.baseline else None)
     return QualityResult(name=name, lq_psnr=m["val/lq_psnr"], psnr=m["val/psnr"], lq_ssim=m["val/lq_ssim"],
                          ssim=m["val/ssim"], psnr_start=start["psnr"], baseline_psnr=baseline, num_images=len(hqs),
-                         minutes=(time.perf_counter() - started) / 60, checkpoint=previous)
+                         minutes=(time.perf_counter() - started) / 60, checkpoint=previous, holes=holes)
+
+
+def hole_masks(config: RunConfig) -> list[np.ndarray]:
+    """HxW bool holes of the held-out crops. The fill draws nothing from the rng, so the validation pairs built
+    with fill 0 and with fill 1 have the same holes and differ exactly in them."""
+    data = config.data
+    lqs = [build_val_set(dataclasses.replace(data, degradation=dataclasses.replace(data.degradation, fill=fill)),
+                         config.train.num_val_images)[1] for fill in (0.0, 1.0)]
+    return [np.any(zero != one, axis=-1) for zero, one in zip(*lqs)]
+
+
+def hole_psnr(out: np.ndarray, hq: np.ndarray, holes: np.ndarray) -> float:
+    """PSNR of uint8 HxWx3 images over the hole pixels only."""
+    error = out[holes].astype(np.float64) - hq[holes].astype(np.float64)
+    return float(10 * np.log10(255.0**2 / max(np.mean(error**2), 1e-10)))
+
+
+def score_holes(config: RunConfig, checkpoint: Path, hqs: list[np.ndarray], lqs: list[np.ndarray]) -> HoleScores:
+    """Restore the held-out crops with the run's checkpoint (restore.py's weights) and score inside the holes."""
+    from pipelines.restore import load_checkpoint
+
+    method, net, _ = load_checkpoint(checkpoint, device=torch.device("cpu"))
+    generator = torch.Generator().manual_seed(config.seed)
+    masks = hole_masks(config)
+    inputs, outputs, telea = [], [], score_telea(hqs, lqs, masks, protocol=PROTOCOLS[config.protocol])[1]
+    for hq, lq, holes in zip(hqs, lqs, masks, strict=True):
+        with torch.no_grad():
+            out = to_image(method.restore(net, to_model(torch.from_numpy(lq[None])), generator=generator))[0]
+        inputs.append(hole_psnr(lq, hq, holes))
+        outputs.append(hole_psnr(out, hq, holes))
+    return HoleScores(lq_psnr=float(np.mean(inputs)), psnr=float(np.mean(outputs)), baseline_psnr=telea,
+                      hole_fraction=float(np.mean([m.mean() for m in masks])))
+
+
+def score_telea(hqs: list[np.ndarray], lqs: list[np.ndarray], masks: list[np.ndarray], *,
+                protocol: Protocol) -> tuple[float, float]:
+    """(whole-image PSNR, PSNR inside the holes) of OpenCV's Telea inpainting (radius 5) given the true holes."""
+    metrics = ImageMetrics(device=torch.device("cpu"), protocol=protocol)
+    whole, inside = [], []
+    for hq, lq, holes in zip(hqs, lqs, masks, strict=True):
+        out = cv2.inpaint(lq, holes.astype(np.uint8), 5, cv2.INPAINT_TELEA)
+        whole.append(metrics(to_model(torch.from_numpy(out[None])), to_model(torch.from_numpy(hq[None])))["psnr"])
+        inside.append(hole_psnr(out, hq, holes))
+    return float(np.mean(whole)), float(np.mean(inside))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -286,7 +359,8 @@ def table(results: list[QualityResult]) -> str:
             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         bench = BENCHES[r.name]
-        base = "-" if r.baseline_psnr is None else f"{r.baseline_psnr:.2f} dB ({'NLM' if bench.baseline == 'nlm' else 'bicubic'})"
+        kind = {"nlm": "NLM", "bicubic": "bicubic", "telea": "Telea"}.get(bench.baseline, "")
+        base = "-" if r.baseline_psnr is None else f"{r.baseline_psnr:.2f} dB ({kind})"
         rows.append(f"| {bench.method} | {bench.task} | {r.lq_psnr:.2f} / {r.lq_ssim:.3f} | {base} | "
                     f"{r.psnr:.2f} / {r.ssim:.3f} | {r.gain:+.2f} dB | {r.minutes:.1f} | "
                     f"`python -m bench.quality --method {r.name}` |")

@@ -8,7 +8,7 @@ the paper recipes are in pipelines/recipes.py.
 
 import dataclasses
 
-from degradations import BicubicConfig, GaussianNoiseConfig, MotionBlurConfig, RealESRGANConfig
+from degradations import BicubicConfig, GaussianNoiseConfig, MaskConfig, MotionBlurConfig, RealESRGANConfig
 from models.diffir import configs as diffir_configs
 from models.msgd import configs as msgd_configs
 from models.nets.latent_unet import TINY_UNET
@@ -49,6 +49,13 @@ def refusion_deblur(previous: str | None = None) -> RunConfig:
     net = dataclasses.replace(demo().method.net, enc_blocks=(1, 1, 1), dec_blocks=(1, 1, 1))
     method = dataclasses.replace(demo().method, net=net, T=100)
     return _cpu("refusion_deblur", method, _photos(BLUR, patch_size=64, crop_margin=16), lr=2e-3, num_steps=1500)
+
+
+def refusion_inpaint(previous: str | None = None) -> RunConfig:
+    """The demo's Refusion filling free-form strokes and boxes (white, as the official inpainting) on 64^2 crops."""
+    data = dataclasses.replace(demo().data, degradation=MaskConfig(), patch_size=64)
+    return dataclasses.replace(demo(), name="refusion_inpaint", data=data,
+                               train=dataclasses.replace(demo().train, num_steps=1600))
 
 
 def latent_autoencoder_denoise(previous: str | None = None) -> RunConfig:

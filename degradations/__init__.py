@@ -5,7 +5,8 @@ Public entry: `degrade(hq, config, rng) -> (lq, params)` and `replay(hq, params)
 
 import numpy as np
 
-from degradations import motion, realesrgan, simple
+from degradations import mask, motion, realesrgan, simple
+from degradations.mask import MaskConfig, MaskParams
 from degradations.motion import MotionBlurConfig, MotionBlurParams
 from degradations.realesrgan import RealESRGANConfig, RealESRGANParams, StageConfig
 from degradations.simple import (
@@ -15,12 +16,12 @@ from degradations.simple import (
     GaussianNoiseParams,
 )
 
-Config = RealESRGANConfig | MotionBlurConfig | GaussianNoiseConfig | BicubicConfig
-Params = RealESRGANParams | MotionBlurParams | GaussianNoiseParams | BicubicParams
+Config = RealESRGANConfig | MotionBlurConfig | GaussianNoiseConfig | BicubicConfig | MaskConfig
+Params = RealESRGANParams | MotionBlurParams | GaussianNoiseParams | BicubicParams | MaskParams
 
 __all__ = [
-    "BicubicConfig", "BicubicParams", "Config", "GaussianNoiseConfig", "GaussianNoiseParams", "MotionBlurConfig",
-    "MotionBlurParams", "Params", "RealESRGANConfig", "RealESRGANParams", "StageConfig", "degrade",
+    "BicubicConfig", "BicubicParams", "Config", "GaussianNoiseConfig", "GaussianNoiseParams", "MaskConfig",
+    "MaskParams", "MotionBlurConfig", "MotionBlurParams", "Params", "RealESRGANConfig", "RealESRGANParams", "StageConfig", "degrade",
     "params_from_dict", "replay", "sample_params",
 ]
 
@@ -36,6 +37,8 @@ def sample_params(config: Config, rng: np.random.Generator, hq_shape: tuple[int,
             return simple.sample_noise_params(config, rng, hq_shape)
         case BicubicConfig():
             return simple.sample_bicubic_params(config, rng, hq_shape)
+        case MaskConfig():
+            return mask.sample_params(config, rng, hq_shape)
     raise TypeError(f"not a degradation config: {type(config).__name__}")
 
 
@@ -50,6 +53,8 @@ def replay(hq: np.ndarray, params: Params) -> np.ndarray:
             return simple.apply_noise(hq, params)
         case BicubicParams():
             return simple.apply_bicubic(hq, params)
+        case MaskParams():
+            return mask.apply(hq, params)
     raise TypeError(f"not degradation params: {type(params).__name__}")
 
 
@@ -70,4 +75,7 @@ def params_from_dict(d: dict) -> Params:
             return GaussianNoiseParams.from_dict(d)
         case "bicubic":
             return BicubicParams.from_dict(d)
-    raise ValueError(f"kind={d['kind']!r}: must be one of ('realesrgan', 'motion_blur', 'gaussian_noise', 'bicubic')")
+        case "mask":
+            return MaskParams.from_dict(d)
+    raise ValueError(f"kind={d['kind']!r}: must be one of ('realesrgan', 'motion_blur', 'gaussian_noise', 'bicubic', "
+                     "'mask')")

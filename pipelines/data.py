@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 from degradations import (
     BicubicConfig,
     GaussianNoiseConfig,
+    MaskConfig,
     MotionBlurConfig,
     RealESRGANConfig,
     degrade,
@@ -43,7 +44,7 @@ from pipelines.sources import (
 logger = logging.getLogger(__name__)
 
 Source = FolderSource | PairedFolderSource | ParquetSource | SampleImages
-Degradation = RealESRGANConfig | MotionBlurConfig | GaussianNoiseConfig | BicubicConfig
+Degradation = RealESRGANConfig | MotionBlurConfig | GaussianNoiseConfig | BicubicConfig | MaskConfig
 
 VAL_SEED = 0  # validation pairs do not depend on the run's seed, so runs with different seeds compare
 

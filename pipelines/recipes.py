@@ -13,7 +13,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from degradations import BicubicConfig, GaussianNoiseConfig, MotionBlurConfig, RealESRGANConfig
+from degradations import BicubicConfig, GaussianNoiseConfig, MaskConfig, MotionBlurConfig, RealESRGANConfig
 from models.diffir import DiffIR, DiffIRConfig
 from models.diffir import configs as diffir_configs
 from models.msgd import MSGD, MSGDConfig
@@ -379,6 +379,27 @@ def irsde_deblurring() -> RunConfig:
                             num_steps=700_000, batch_size=4))
 
 
+def _inpainting_data() -> DataConfig:
+    """The official inpainting data (`inpainting/options/train/*.yml`): GT-only CelebA-HQ 256^2 faces, 128^2 crops,
+    flips + rot90, holes filled with 1 (white) as its `mask_to`. Its holes come from RePaint's mask files
+    (`gt_keep_masks/thin`, 100 PNGs); ours are drawn per sample and replayable (degradations/mask.py)."""
+    return DataConfig(source=FolderSource(paths=("data/celebahq/train",)), degradation=MaskConfig(fill=1.0),
+                      patch_size=128, crop_margin=0, hflip=True, rot=True, num_cpu_workers=6)
+
+
+def refusion_inpainting() -> RunConfig:
+    """refusion.yml (inpainting): as deblurring (NAFNet w64 [1,1,1,28], sigma 50, T 100, Lion 4e-5 cosine, 700k x 4)
+    on masked faces."""
+    return dataclasses.replace(refusion_deblurring(), name="refusion_inpainting", data=_inpainting_data())
+
+
+def irsde_inpainting() -> RunConfig:
+    """ir-sde.yml (inpainting): as IR-SDE deblurring (ConditionalUNet, Adam 1e-4 MultiStep) with sigma 30."""
+    r = irsde_deblurring()
+    return dataclasses.replace(r, name="irsde_inpainting", method=dataclasses.replace(r.method, max_sigma=30.0),
+                               data=_inpainting_data())
+
+
 # OSEDiff (arXiv 2406.08177): AdamW 5e-5 constant, grad-clip 1, batch 4 per GPU x 4, ~14k steps, no EMA
 # (an EMA copy would duplicate SD; the official method has none).
 OSEDIFF_OPTIM = OptimConfig(name="adamw", lr=5e-5, betas=(0.9, 0.999), weight_decay=1e-2, scheduler="constant")
@@ -485,6 +506,7 @@ def msgd_debug() -> RunConfig:
 RECIPES = {
     f.__name__: f
     for f in (demo, debug, refusion_deblurring, refusion_deshadow, refusion_sisr, sweep_gpu, latent_refusion_dehazing,
-              latent_autoencoder_dehazing, irsde_deblurring, osediff_sd21, osediff_tiny, diffir_sr4x_s1,
-              diffir_sr4x_s2, diffir_deblur_s1, diffir_deblur_s2, diffir_debug, msgd_deblurring, msgd_debug)
+              latent_autoencoder_dehazing, irsde_deblurring, refusion_inpainting, irsde_inpainting, osediff_sd21,
+              osediff_tiny, diffir_sr4x_s1, diffir_sr4x_s2, diffir_deblur_s1, diffir_deblur_s2, diffir_debug,
+              msgd_deblurring, msgd_debug)
 }

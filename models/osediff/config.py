@@ -23,9 +23,13 @@ class OSEDiffConfig:
     sd_path: a local SD 2.1-base folder in diffusers layout (unet/ vae/ text_encoder/ tokenizer/
     scheduler/) or a hub id (needs internet). Only the LoRA and conv_in weights live in our checkpoints;
     the frozen SD weights are always re-read from sd_path, so restore must use the same sd_path.
-    Prompt source: tagger_path (a local multi-label image classifier in transformers layout, run on the
-    GT in training and on the upsampled LQ at test time) or prompt_file (TSV "key<TAB>prompt"); `prompt`
-    is appended to the tags, or used alone for every image when neither is set.
+    Prompt source (`prompt_source`), as the official code where a tagger is given:
+    - "tagger": tagger_path (a local multi-label image classifier in transformers layout; officially RAM) tags
+      the GT in training, and test_tagger_path (officially DAPE; default: the same tagger) the upsampled LQ at
+      test time. Training prompts are the tags alone; test prompts are "tags, prompt," (test_osediff.py).
+    - "file": prompt_file (TSV "key<TAB>prompt"), the same entry in training and at test time.
+    - "fixed": neither is set; `prompt` for every image. A fallback, warned about at start: the official
+      training never sees a fixed prompt.
     """
 
     kind: Literal["osediff"] = "osediff"
@@ -46,6 +50,7 @@ class OSEDiffConfig:
     neg_prompt: str = NEG_PROMPT
     prompt_file: str | None = None
     tagger_path: str | None = None
+    test_tagger_path: str | None = None  # None: tagger_path
     tagger_threshold: float = 0.68
     train_resize_modes: tuple[str, ...] = RESIZE_MODES  # lq -> HQ size, one drawn per sample
     color_fix: Literal["adain", "none"] = "adain"  # restore only, against the upsampled LQ
@@ -53,6 +58,12 @@ class OSEDiffConfig:
     # (default_others: the mid block and the other non-down/up modules) is active and trained, because the
     # official code never calls set_adapter on that UNet. "all": all three trained, as the paper's count implies.
     fake_score_adapters: Literal["official", "all"] = "official"
+
+    @property
+    def prompt_source(self) -> Literal["tagger", "file", "fixed"]:
+        if self.tagger_path is not None:
+            return "tagger"
+        return "fixed" if self.prompt_file is None else "file"
 
     def __post_init__(self) -> None:
         if self.kind != "osediff":
@@ -80,6 +91,8 @@ class OSEDiffConfig:
                              f"{self.tagger_threshold}")
         if self.prompt_file is not None and self.tagger_path is not None:
             raise ValueError("set at most one of prompt_file and tagger_path")
+        if self.test_tagger_path is not None and self.tagger_path is None:
+            raise ValueError("test_tagger_path needs tagger_path (the training tagger) as well")
         if not self.train_resize_modes or set(self.train_resize_modes) - set(RESIZE_MODES):
             raise ValueError(f"train_resize_modes must be a non-empty subset of {RESIZE_MODES}")
         if self.color_fix not in COLOR_FIXES:

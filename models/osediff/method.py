@@ -4,6 +4,7 @@ Legend: B batch; hq_BCHW P x P and lq_BCHW P/scale x P/scale images in [-1, 1].
 """
 
 import contextlib
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,13 +18,15 @@ from models.osediff.lora import export_adapters, import_adapters
 from models.osediff.net import OSEDiffNet
 from models.osediff.prompts import (
     encode_prompts,
-    join_prompt,
     prompts_from_file,
     read_prompt_file,
+    inference_prompt,
 )
 from models.osediff.weights import SDParts, load_sd
 from models.tiling import pad_to_multiple
 
+
+logger = logging.getLogger(__name__)
 
 def unwrap(net: nn.Module) -> OSEDiffNet:
     """The OSEDiffNet inside a DDP wrapper (or the net itself)."""
@@ -60,6 +63,10 @@ class OSEDiff:
     def __init__(self, config: OSEDiffConfig) -> None:
         self.config = config
         self.prompt_table = None if config.prompt_file is None else read_prompt_file(config.prompt_file)
+        if config.prompt_source == "fixed":
+            logger.warning("OSEDiff prompts: the fixed prompt %r for every image (fallback: set method.tagger_path "
+                           "to a local tagger, officially RAM on the GT in training and DAPE on the LQ at test "
+                           "time, or method.prompt_file)", config.prompt)
 
     def build(self) -> OSEDiffNet:
         """Read SD from config.sd_path and add the LoRA adapters (random LoRA A, zero LoRA B)."""
@@ -81,11 +88,16 @@ class OSEDiff:
         """True when prompts come from a keyed file: the loop and restore then pass keys= (image keys)."""
         return self.prompt_table is not None
 
-    def prompts(self, net: OSEDiffNet, x_BCHW: torch.Tensor, keys: Sequence[str] | None) -> list[str]:
-        """One prompt per image: tags of x (tagger), the file's entry for each key, or the fixed prompt."""
+    def prompts(self, net: OSEDiffNet, x_BCHW: torch.Tensor, keys: Sequence[str] | None, *,
+                training: bool) -> list[str]:
+        """One prompt per image: the tags of x (the GT in training, the upsampled LQ at test time), the file's
+        entry for each key, or the fixed prompt (config.prompt_source)."""
         cfg = self.config
         if net.tagger is not None:
-            return [join_prompt(tags, cfg.prompt) for tags in net.tagger(x_BCHW)]
+            if training:  # train_osediff.py: the GT's tags alone
+                return net.tagger(x_BCHW)
+            tagger = net.test_tagger if net.test_tagger is not None else net.tagger
+            return [inference_prompt(tags, cfg.prompt) for tags in tagger(x_BCHW)]
         if self.prompt_table is not None:
             return prompts_from_file(self.prompt_table, keys, path=cfg.prompt_file)
         return [cfg.prompt] * x_BCHW.shape[0]
@@ -108,7 +120,7 @@ class OSEDiff:
         cfg, core = self.config, unwrap(net)
         lq_up = upsample_train(lq, scale=cfg.scale, modes=cfg.train_resize_modes, generator=generator)
         # Prompts come from the GT in training, as in the official code (RAM on x_tgt).
-        c = encode_prompts(core.text_encoder, core.tokenizer, self.prompts(core, hq, keys))
+        c = encode_prompts(core.text_encoder, core.tokenizer, self.prompts(core, hq, keys, training=True))
         c_neg = encode_prompts(core.text_encoder, core.tokenizer, [cfg.neg_prompt] * hq.shape[0])
         terms = net(lq_up, hq, c, c_neg, generator=generator)
         total = (
@@ -142,7 +154,7 @@ class OSEDiff:
         )
         with autocast:
             if prompts is None:
-                prompts = self.prompts(core, lq_up, keys)
+                prompts = self.prompts(core, lq_up, keys, training=False)
             c = encode_prompts(core.text_encoder, core.tokenizer, prompts)
             x_hat, _ = core.generate(padded, c, generator=generator)
         x_hat = x_hat[..., :h, :w].float()
@@ -151,7 +163,7 @@ class OSEDiff:
     @torch.no_grad()
     def image_prompts(self, net: nn.Module, lq: torch.Tensor, keys: Sequence[str] | None = None) -> list[str]:
         """The prompts `restore` would use for this (whole) lq."""
-        return self.prompts(unwrap(net), upsample_test(lq, scale=self.config.scale), keys)
+        return self.prompts(unwrap(net), upsample_test(lq, scale=self.config.scale), keys, training=False)
 
     def fix_color(self, x_hat: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
         """The configured colour correction of a restored image against its (whole) lq."""

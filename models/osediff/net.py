@@ -62,7 +62,7 @@ def _allow_missing_frozen(module: nn.Module, incompatible_keys) -> None:
 
 
 class OSEDiffNet(nn.Module):
-    """Generator, real/fake scores, text encoder, LPIPS and optional tagger of OSEDiff."""
+    """Generator, real/fake scores, text encoder, LPIPS and the optional taggers of OSEDiff."""
 
     def __init__(self, parts: SDParts, config: OSEDiffConfig) -> None:
         super().__init__()
@@ -81,7 +81,10 @@ class OSEDiffNet(nn.Module):
         }
         self.unet.conv_in.requires_grad_(True)  # fully fine-tuned, LoRA included
         self.lpips = build_lpips_vgg()
+        # Frozen taggers: of the GT in training (RAM officially) and of the LQ at test time (DAPE officially).
         self.tagger = None if config.tagger_path is None else Tagger(config.tagger_path, threshold=config.tagger_threshold)
+        self.test_tagger = (None if config.test_tagger_path in (None, config.tagger_path)
+                            else Tagger(config.test_tagger_path, threshold=config.tagger_threshold))
         self.register_buffer("alphas_cumprod", parts.alphas_cumprod.float(), persistent=False)
         self.trainable_names = frozenset(n for n, p in self.named_parameters() if p.requires_grad)
         self.frozen_names = frozenset(self.state_dict(keep_vars=True)) - self.trainable_names
@@ -91,7 +94,7 @@ class OSEDiffNet(nn.Module):
     def train(self, mode: bool = True) -> "OSEDiffNet":
         """Frozen helpers stay in eval mode (LPIPS has dropout) whatever the loop asks for."""
         super().train(mode)
-        for frozen in (self.text_encoder, self.lpips, self.tagger):
+        for frozen in (self.text_encoder, self.lpips, self.tagger, self.test_tagger):
             if frozen is not None:
                 frozen.eval()
         return self

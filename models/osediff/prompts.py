@@ -65,9 +65,9 @@ class Tagger(nn.Module):
         return [", ".join(labels[int(k)] for k in row.nonzero().flatten()) for row in logits_BK.sigmoid() > self.threshold]
 
 
-def join_prompt(tags: str, prompt: str) -> str:
-    """Tags followed by the user prompt, as the official inference builds it ("tags, prompt,")."""
-    return ", ".join(p for p in (tags, prompt) if p)
+def inference_prompt(tags: str, prompt: str) -> str:
+    """The test-time prompt exactly as the official inference builds it: f"{tags}, {prompt},"."""
+    return f"{tags}, {prompt},"
 
 
 @torch.no_grad()

@@ -25,10 +25,11 @@ def tiny_sd_folder() -> Path:
 
 
 def osediff_sd21(sd_path: str = "stabilityai/stable-diffusion-2-1-base") -> OSEDiffConfig:
-    """The official setting: SD 2.1-base, LoRA r=4, MSE + 2 LPIPS + VSD at CFG 7.5, lr 5e-5, empty prompt."""
+    """The official losses and LoRA: SD 2.1-base, r=4, MSE + 2 LPIPS + VSD at CFG 7.5, lr 5e-5. Its prompts are the
+    warned fixed-prompt fallback until method.tagger_path (RAM) and test_tagger_path (DAPE) name local taggers."""
     return OSEDiffConfig(sd_path=sd_path)
 
 
 def osediff_tiny() -> OSEDiffConfig:
-    """The official setting on a tiny random SD (CPU tests, CI)."""
+    """osediff_sd21 on a tiny random SD (CPU tests, CI)."""
     return dataclasses.replace(osediff_sd21(), sd_path=str(tiny_sd_folder()))

@@ -104,6 +104,19 @@ def test_paper_recipes_carry_the_official_hyperparameters():
     assert irsde.optim.milestones == (200_000, 400_000, 600_000) and irsde.optim.gamma == 0.5
 
 
+def test_inpainting_recipes_are_the_official_ymls_on_masked_crops():
+    from degradations import MaskConfig
+    from pipelines.recipes import RECIPES
+
+    refusion, irsde = RECIPES["refusion_inpainting"](), RECIPES["irsde_inpainting"]()
+    for r in (refusion, irsde):  # inpainting/options/train/{refusion,ir-sde}.yml: GT 128, batch 4, 700k, T 100
+        assert isinstance(r.data.degradation, MaskConfig) and r.data.degradation.fill == 1.0  # mask_to: holes = 1
+        assert (r.data.patch_size, r.global_batch_size, r.train.num_steps, r.method.T) == (128, 4, 700_000, 100)
+        assert r.data.hflip and r.data.rot and r.train.amp is False
+    assert (refusion.method.max_sigma, refusion.optim.name, refusion.method.net.width) == (50.0, "lion", 64)
+    assert (irsde.method.max_sigma, irsde.optim.name, type(irsde.method.net).__name__) == (30.0, "adam", "CondUNetConfig")
+
+
 def test_debug_recipe_is_small_and_builds_its_method():
     config = debug()
     assert config.scaling.num_workers == 0 and not config.scaling.use_gpu

@@ -203,3 +203,39 @@ def test_tiled_restore_tags_the_whole_image_once(tiny_sd_dir: Path, tmp_path: Pa
                         max_memory_gb=None, progress=False)
     assert out.shape == (1, 3, 192, 160)
     assert seen == [(1, 3, 192, 160)]  # one call on the whole upsampled lq, none per tile
+
+
+def test_training_tags_the_gt_with_the_training_tagger_and_restore_the_lq_with_the_test_tagger(
+        tiny_sd_dir: Path, tmp_path: Path, caplog):
+    from tests.models.osediff.test_prompts import save_tagger
+
+    ram = save_tagger(tmp_path / "ram", {0: "cat", 1: "sky"}, confident={0, 1})
+    dape = save_tagger(tmp_path / "dape", {0: "dog", 1: "grass"}, confident={1})
+    method = OSEDiff(OSEDiffConfig(sd_path=str(tiny_sd_dir), tagger_path=str(ram), test_tagger_path=str(dape),
+                                   prompt="high quality"))
+    net = method.build()
+    seen = {"ram": [], "dape": []}
+    net.tagger.register_forward_hook(lambda module, inputs, output: seen["ram"].append(inputs[0].clone()))
+    net.test_tagger.register_forward_hook(lambda module, inputs, output: seen["dape"].append(inputs[0].clone()))
+    hq, lq = torch.rand(1, 3, 64, 64) * 2 - 1, torch.rand(1, 3, 16, 16) * 2 - 1
+    # train_osediff.py: the GT's RAM tags alone; test_osediff.py: the LQ's DAPE tags, "tags, prompt,".
+    assert method.prompts(net, hq, None, training=True) == ["cat, sky"]
+    assert method.image_prompts(net, lq) == ["grass, high quality,"]
+    assert torch.equal(seen["ram"][0], hq) and seen["dape"][0].shape == (1, 3, 64, 64) and not seen["ram"][1:]
+    method.loss(net, hq, lq, step=0, generator=torch.Generator().manual_seed(0))
+    assert len(seen["ram"]) == 2 and torch.equal(seen["ram"][1], hq) and len(seen["dape"]) == 1
+    # One tagger for both when test_tagger_path is unset; no fallback warning with a tagger.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="models.osediff.method"):
+        same = OSEDiff(OSEDiffConfig(sd_path=str(tiny_sd_dir), tagger_path=str(ram)))
+    assert same.config.prompt_source == "tagger"
+    assert not [r for r in caplog.records if r.name == "models.osediff.method"], caplog.text
+
+
+def test_a_fixed_prompt_is_a_warned_fallback(tiny_sd_dir: Path, caplog):
+    with caplog.at_level("WARNING", logger="models.osediff.method"):
+        method = OSEDiff(OSEDiffConfig(sd_path=str(tiny_sd_dir)))
+    assert method.config.prompt_source == "fixed"
+    assert "fixed prompt '' for every image (fallback: set method.tagger_path" in caplog.text
+    with pytest.raises(ValueError, match="test_tagger_path needs tagger_path"):
+        OSEDiffConfig(sd_path=str(tiny_sd_dir), test_tagger_path="dape")

@@ -6,9 +6,9 @@ import torch
 from models.osediff.prompts import (
     Tagger,
     encode_prompts,
-    join_prompt,
     prompts_from_file,
     read_prompt_file,
+    inference_prompt,
 )
 from models.osediff.random_sd import random_sd
 
@@ -36,9 +36,26 @@ def test_requested_but_absent_tagger_fails_clearly(tmp_path: Path):
         Tagger(str(tmp_path / "ram_swin_large"), threshold=0.68)
 
 
-def test_join_prompt_follows_the_official_order():
-    assert join_prompt("cat, grass", "high quality") == "cat, grass, high quality"
-    assert join_prompt("", "high quality") == "high quality" and join_prompt("cat", "") == "cat"
+def test_inference_prompt_is_the_official_format():
+    # test_osediff.py: validation_prompt = f"{captions[0]}, {args.prompt},"
+    assert inference_prompt("cat, grass", "high quality") == "cat, grass, high quality,"
+    assert inference_prompt("cat", "") == "cat, ,"
+
+
+def save_tagger(folder: Path, labels: dict[int, str], confident: set[int]) -> Path:
+    """A tiny ViT tagger whose logits are its biases: +5 for `confident` labels, -5 for the rest."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, id2label=labels, label2id={v: k for k, v in labels.items()},
+    )  # fmt: skip
+    model = ViTForImageClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([5.0 if k in confident else -5.0 for k in sorted(labels)]))
+    model.save_pretrained(folder)
+    return folder
 
 
 def test_encode_prompts_deduplicates_without_changing_embeddings():
@@ -52,17 +69,6 @@ def test_encode_prompts_deduplicates_without_changing_embeddings():
 
 
 def test_local_tagger_turns_confident_labels_into_tags(tmp_path: Path):
-    from transformers import ViTConfig, ViTForImageClassification
-
-    labels = {0: "cat", 1: "grass", 2: "sky"}
-    config = ViTConfig(
-        image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, id2label=labels, label2id={v: k for k, v in labels.items()},
-    )  # fmt: skip
-    model = ViTForImageClassification(config)
-    with torch.no_grad():  # logits = bias only: cat and sky confident, grass not
-        model.classifier.weight.zero_()
-        model.classifier.bias.copy_(torch.tensor([5.0, -5.0, 5.0]))
-    model.save_pretrained(tmp_path / "tagger")
+    save_tagger(tmp_path / "tagger", {0: "cat", 1: "grass", 2: "sky"}, confident={0, 2})
     tagger = Tagger(str(tmp_path / "tagger"), threshold=0.68)
     assert tagger(torch.zeros(2, 3, 64, 64)) == ["cat, sky", "cat, sky"]

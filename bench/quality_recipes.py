@@ -54,7 +54,8 @@ def refusion_deblur(previous: str | None = None) -> RunConfig:
 def refusion_inpaint(previous: str | None = None) -> RunConfig:
     """The demo's Refusion filling free-form strokes and boxes (white, as the official inpainting) on 64^2 crops."""
     data = dataclasses.replace(demo().data, degradation=MaskConfig(), patch_size=64)
-    return dataclasses.replace(demo(), name="refusion_inpaint", data=data,
+    method = dataclasses.replace(demo().method, max_sigma=50.0)  # inpainting/options/train/refusion.yml
+    return dataclasses.replace(demo(), name="refusion_inpaint", method=method, data=data,
                                train=dataclasses.replace(demo().train, num_steps=1600))
 
 

@@ -1,8 +1,11 @@
-"""Run configs: `RunConfig` and one function per recipe (`debug`, and the Refusion paper settings).
+"""Run configs: `RunConfig` and one function per recipe, for every method.
 
-Hyperparameters of the paper recipes are the official `codes/config/*/options/train/*.yml` values
-(Refusion, arXiv 2304.08291; IR-SDE, arXiv 2301.11699); see shared/reference/refusion.md section 5a.
-Batch sizes are per worker: the global batch is `train.batch_size * scaling.num_workers` (1 in local mode).
+Refusion / IR-SDE (arXiv 2304.08291, 2301.11699): the official `codes/config/*/options/train/*.yml`
+values (shared/reference/refusion.md section 5a). OSEDiff, DiffIR and MSGD: the values of
+shared/reference/methods.md (official configs where they exist; values a paper leaves unstated are
+marked UNVERIFIED where they are set). `debug`/`*_debug` recipes are small CPU-sized versions.
+Batch sizes are per worker: the global batch is
+`train.batch_size * train.grad_accum * scaling.num_workers` (1 worker in local mode).
 """
 
 import dataclasses

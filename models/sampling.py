@@ -10,14 +10,9 @@ from torch import nn
 
 from models.processes.irsde import IRSDE
 from models.progress import track
+from models.rng import randn_like
 
 Denoiser = nn.Module | Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """N(0, I) of x's shape drawn on the generator's device, then moved to x's device and dtype."""
-    device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=device).to(x.device, x.dtype)
 
 
 @torch.no_grad()

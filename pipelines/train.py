@@ -22,7 +22,6 @@ if __name__ == "__main__":  # the CLI, before this module's own imports: Ray loa
     cli.run(main, prog="pipelines/train.py")
     sys.exit(0)
 
-import contextlib
 import logging
 import os
 import shutil
@@ -52,16 +51,19 @@ from pipelines.evaluate import evaluate, format_scores
 from pipelines.optim import ScheduleSpan, build_ema, build_optimizer, build_scheduler, update_ema
 from pipelines.recipes import RunConfig, build_method, build_method_for_saved_weights
 from pipelines.tracking import Tracker, TrackingTarget
+from pipelines.train_step import TrainStep, no_sync
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
 class TrainState:
-    """Everything a checkpoint restores. `net` is DDP-wrapped when the world size is > 1."""
+    """Everything a checkpoint restores, and `train_step`: the module the loop calls (DDP-wrapped when the world
+    size is > 1). `net` is always the plain net: the method, the EMA and the checkpoints see only it."""
 
     step: int
     net: nn.Module
+    train_step: nn.Module
     ema: nn.Module | None
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -126,9 +128,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 generator.manual_seed(noise_seed(config.seed, rank * accum + micro, state.step))
                 keys = {} if keys_by_id is None else {"keys": [keys_by_id[int(i)] for i in batch["sample_id"]]}
                 # DDP all-reduces the gradients once per optimiser step, after the last micro-batch.
-                with no_sync(state.net, enabled=micro < accum - 1):
+                with no_sync(state.train_step, enabled=micro < accum - 1):
                     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                        loss, logs = method.loss(state.net, hq, lq, step=state.step, generator=generator, **keys)
+                        loss, logs = state.train_step(hq, lq, step=state.step, generator=generator, **keys)
                     (loss / accum).backward()
                 micro_logs.append(logs)
             logs = mean_logs(micro_logs)
@@ -140,7 +142,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             state.scheduler.step()
             state.step += 1
             if state.ema is not None:
-                update_ema(state.ema, unwrap(state.net), step=state.step, beta=config.train.ema_beta,
+                update_ema(state.ema, state.net, step=state.step, beta=config.train.ema_beta,
                            every=config.train.ema_every, update_after=config.train.ema_update_after,
                            warmup=config.train.ema_warmup)
             _test_only_crash(state.step, rank)
@@ -200,16 +202,18 @@ class Window:
 
 
 def build_state(config: RunConfig, method, *, device: torch.device, world_size: int) -> TrainState:
-    """Net (DDP over gloo/NCCL when world_size > 1), EMA copy, optimiser and per-step schedule."""
+    """Net, its TrainStep (DDP over gloo/NCCL when world_size > 1), EMA copy, optimiser and per-step schedule."""
     net = method.build().to(device)
     ema = build_ema(net) if config.train.ema else None
+    train_step = TrainStep(method, net)
     if world_size > 1:  # a method whose phases leave parameters without gradients needs DDP to look for them
         unused = {"find_unused_parameters": True} if getattr(method, "has_unused_parameters", False) else None
-        net = ray.train.torch.prepare_model(net, parallel_strategy_kwargs=unused)
+        train_step = ray.train.torch.prepare_model(train_step, parallel_strategy_kwargs=unused)
     optimizer = build_optimizer(config.optim, method.param_groups(net))
     span = ScheduleSpan(num_steps=config.train.num_steps)
     scheduler = build_scheduler(config.optim, optimizer, num_steps=config.train.num_steps, span=span)
-    return TrainState(step=0, net=net, ema=ema, optimizer=optimizer, scheduler=scheduler, span=span)
+    return TrainState(step=0, net=net, train_step=train_step, ema=ema, optimizer=optimizer, scheduler=scheduler,
+                      span=span)
 
 
 def load_saved_state(loop_config: dict, *, device: torch.device) -> dict | None:
@@ -237,7 +241,7 @@ def restore_state(state: TrainState, saved: dict, config: RunConfig) -> None:
     Resumed with the same num_steps, the saved span is rebuilt and the run goes on exactly. With another
     num_steps, a new span starts at the checkpoint's step and lr (ScheduleSpan), so the lr keeps falling.
     """
-    unwrap(state.net).load_state_dict(saved["net"])
+    state.net.load_state_dict(saved["net"])
     if state.ema is not None:
         state.ema.load_state_dict(saved["ema"] if saved["ema"] is not None else saved["net"])
     span = ScheduleSpan(**saved["schedule"]) if "schedule" in saved else ScheduleSpan(num_steps=config.train.num_steps)
@@ -265,7 +269,7 @@ def save_and_report(state: TrainState, config: RunConfig, *, rank: int, loop_con
     tmp = tempfile.mkdtemp(prefix="ckpt-")
     try:
         saved = {
-            "net": unwrap(state.net).state_dict(),
+            "net": state.net.state_dict(),
             "ema": None if state.ema is None else state.ema.state_dict(),
             "optimizer": state.optimizer.state_dict(),
             "scheduler": state.scheduler.state_dict(),
@@ -293,14 +297,7 @@ def validation_net(state: TrainState, config: RunConfig) -> nn.Module:
     """The weights validation scores: the EMA (when kept) or, with train.validate_weights = net, the raw net."""
     if state.ema is not None and config.train.validate_weights == "ema":
         return state.ema
-    return unwrap(state.net)
-
-
-def no_sync(net: nn.Module, *, enabled: bool):
-    """DDP's no_sync (gradients stay local) when `enabled` and `net` is DDP-wrapped; else a no-op context."""
-    if enabled and isinstance(net, nn.parallel.DistributedDataParallel):
-        return net.no_sync()
-    return contextlib.nullcontext()
+    return state.net
 
 
 def mean_logs(logs: list[dict[str, float]]) -> dict[str, float]:
@@ -308,10 +305,6 @@ def mean_logs(logs: list[dict[str, float]]) -> dict[str, float]:
     if len(logs) == 1:
         return logs[0]
     return {key: sum(entry[key] for entry in logs) / len(logs) for key in logs[0]}
-
-
-def unwrap(net: nn.Module) -> nn.Module:
-    return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
 
 
 def noise_seed(seed: int, rank: int, step: int) -> int:

@@ -1,6 +1,7 @@
 """Layering and RNG rules of STYLE.md, checked on the source tree with ast."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,14 @@ def test_mlflow_is_imported_only_in_tracking_and_tuning():
         for p in _py_files("pipelines", "bench")
         if p.name != "tracking.py" and any(_top(n) == "mlflow" for n in _imports(_parse(p)))
     ]
+    assert not bad, bad
+
+
+def test_no_model_knows_about_data_parallelism():
+    """The loop wraps its TrainStep (pipelines/train_step.py) in DDP; models never see, import or unwrap it."""
+    pattern = re.compile(r"\bDDP\b|DistributedDataParallel|torch\.nn\.parallel|\.module\b")
+    bad = [f"{p.relative_to(ROOT)}:{i}" for p in _py_files("models")
+           for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not bad, bad
 
 

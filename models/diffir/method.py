@@ -20,6 +20,7 @@ from models.diffir.cpen import CPEN, CPENConfig
 from models.diffir.dirformer import SCALES, DIRformer, DIRformerConfig
 from models.diffir.prior import PriorDenoiser, PriorDenoiserConfig, reverse_chain
 from models.processes.ddpm import DDPM
+from models.rng import randn
 from models.tiling import pad_to_multiple
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,9 @@ class DiffIRNet(nn.Module):
 
     def __init__(self, config: DiffIRConfig) -> None:
         super().__init__()
-        self.stage, self.scale, self.zero_one_inputs = config.stage, config.scale, config.zero_one_inputs
+        self.scale = config.scale
         lq_channels = 3 * (4 // config.scale) ** 2
         prior_dim = config.cpen.prior_dim
-        self.process = DDPM(num_train_steps=config.num_diffusion_steps, beta_start=config.beta_start,
-                            beta_end=config.beta_end)
         self.cpen_s1 = CPEN(lq_channels + 48, config.cpen)
         self.dirformer = DIRformer(config.dirformer, scale=config.scale, prior_dim=prior_dim)
         if config.stage == 2:
@@ -95,38 +94,9 @@ class DiffIRNet(nn.Module):
         x = torch.cat([lq_to_quarter(lq_BCHW, self.scale), F.pixel_unshuffle(hq_BCHW, 4)], dim=1)
         return self.cpen_s1(x)
 
-    def forward(
-        self, lq_BCHW: torch.Tensor, hq_BCHW: torch.Tensor | None = None, *, eps_BD: torch.Tensor | None = None,
-        with_image: bool = True,
-    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
-        """(out_BCHW or None, z_hat_BD, z_teacher_BD or None): the single entry point, so DDP sees every call.
-
-        Stage 1: z_hat is CPEN_S1's prior (hq required). Stage 2 with hq: the chain starts from
-        q(x_{T-1} | z_teacher) with noise eps (training); without hq it starts from eps itself (restoring).
-        """
-        if self.zero_one_inputs:  # images in [0, 1] inside; the prior vector has no range to map
-            lq_BCHW = (lq_BCHW + 1) / 2
-            hq_BCHW = None if hq_BCHW is None else (hq_BCHW + 1) / 2
-        out_BCHW, z_hat_BD, z_teacher_BD = self._forward(lq_BCHW, hq_BCHW, eps_BD=eps_BD, with_image=with_image)
-        if self.zero_one_inputs and out_BCHW is not None:
-            out_BCHW = out_BCHW * 2 - 1
-        return out_BCHW, z_hat_BD, z_teacher_BD
-
-    def _forward(self, lq_BCHW: torch.Tensor, hq_BCHW: torch.Tensor | None, *, eps_BD: torch.Tensor | None,
-                 with_image: bool) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
-        if self.stage == 1:
-            z_BD = self.teacher_prior(lq_BCHW, hq_BCHW)
-            return self.dirformer(lq_BCHW, z_BD), z_BD, None
-        z_teacher_BD = None
-        xt_BD = eps_BD
-        if hq_BCHW is not None:
-            with torch.no_grad():
-                z_teacher_BD = self.teacher_prior(lq_BCHW, hq_BCHW)
-            t_B = torch.full((lq_BCHW.shape[0],), self.process.num_train_steps - 1, device=lq_BCHW.device)
-            xt_BD = self.process.add_noise(z_teacher_BD, eps_BD, t_B)
-        z_hat_BD = reverse_chain(self.denoiser, self.process, xt_BD, self.cpen_s2(lq_to_quarter(lq_BCHW, self.scale)))
-        out_BCHW = self.dirformer(lq_BCHW, z_hat_BD) if with_image else None
-        return out_BCHW, z_hat_BD, z_teacher_BD
+    def student_condition(self, lq_BCHW: torch.Tensor) -> torch.Tensor:
+        """CPEN_S2(lq): the condition of the prior denoiser, shape (B, D)."""
+        return self.cpen_s2(lq_to_quarter(lq_BCHW, self.scale))
 
 
 def load_stage1(net: DiffIRNet, directory: str | Path, *, weights: Literal["ema", "net"]) -> None:
@@ -142,10 +112,12 @@ def load_stage1(net: DiffIRNet, directory: str | Path, *, weights: Literal["ema"
 class DiffIR:
     """RestorationMethod for one DiffIR stage (see models/method.py)."""
 
-    has_unused_parameters = True  # the prior-only phase leaves some parameters without gradients (tells DDP)
+    has_unused_parameters = True  # the prior-only phase leaves some parameters without gradients
 
     def __init__(self, config: DiffIRConfig) -> None:
         self.config = config
+        self.process = DDPM(num_train_steps=config.num_diffusion_steps, beta_start=config.beta_start,
+                            beta_end=config.beta_end)
 
     def build(self) -> DiffIRNet:
         net = DiffIRNet(self.config)
@@ -157,20 +129,54 @@ class DiffIR:
         return [{"params": [p for p in net.parameters() if p.requires_grad]}]
 
     def _prior_noise(self, batch: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-        shape = (batch, self.config.cpen.prior_dim)
-        return torch.randn(shape, generator=generator, device=generator.device).to(device)
+        return randn((batch, self.config.cpen.prior_dim), generator, device=device)
+
+    def run(
+        self, net: DiffIRNet, lq_BCHW: torch.Tensor, hq_BCHW: torch.Tensor | None = None, *,
+        eps_BD: torch.Tensor | None = None, with_image: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """(out_BCHW or None, z_hat_BD, z_teacher_BD or None).
+
+        Stage 1: z_hat is CPEN_S1's prior (hq required). Stage 2 with hq: the chain starts from
+        q(x_{T-1} | z_teacher) with noise eps (training); without hq it starts from eps itself (restoring).
+        """
+        zero_one = self.config.zero_one_inputs  # images in [0, 1] inside; the prior vector has no range to map
+        if zero_one:
+            lq_BCHW = (lq_BCHW + 1) / 2
+            hq_BCHW = None if hq_BCHW is None else (hq_BCHW + 1) / 2
+        out_BCHW, z_hat_BD, z_teacher_BD = self._run(net, lq_BCHW, hq_BCHW, eps_BD=eps_BD, with_image=with_image)
+        if zero_one and out_BCHW is not None:
+            out_BCHW = out_BCHW * 2 - 1
+        return out_BCHW, z_hat_BD, z_teacher_BD
+
+    def _run(self, net: DiffIRNet, lq_BCHW: torch.Tensor, hq_BCHW: torch.Tensor | None, *,
+             eps_BD: torch.Tensor | None, with_image: bool
+             ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        if self.config.stage == 1:
+            z_BD = net.teacher_prior(lq_BCHW, hq_BCHW)
+            return net.dirformer(lq_BCHW, z_BD), z_BD, None
+        z_teacher_BD = None
+        xt_BD = eps_BD
+        if hq_BCHW is not None:
+            with torch.no_grad():
+                z_teacher_BD = net.teacher_prior(lq_BCHW, hq_BCHW)
+            t_B = torch.full((lq_BCHW.shape[0],), self.process.num_train_steps - 1, device=lq_BCHW.device)
+            xt_BD = self.process.add_noise(z_teacher_BD, eps_BD, t_B)
+        z_hat_BD = reverse_chain(net.denoiser, self.process, xt_BD, net.student_condition(lq_BCHW))
+        out_BCHW = net.dirformer(lq_BCHW, z_hat_BD) if with_image else None
+        return out_BCHW, z_hat_BD, z_teacher_BD
 
     def loss(
         self, net: nn.Module, hq: torch.Tensor, lq: torch.Tensor, *, step: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Stage 1: L1(out, hq). Stage 2: L1(z_hat, z) alone before prior_only_steps, then plus L1(out, hq)."""
         if self.config.stage == 1:
-            out, _, _ = net(lq, hq)
+            out, _, _ = self.run(net, lq, hq)
             loss = F.l1_loss(out, hq)
             return loss, {"loss": loss.item(), "l1_image": loss.item()}
         prior_only = step < self.config.prior_only_steps
         eps_BD = self._prior_noise(lq.shape[0], generator, lq.device)
-        out, z_hat, z_teacher = net(lq, hq, eps_BD=eps_BD, with_image=not prior_only)
+        out, z_hat, z_teacher = self.run(net, lq, hq, eps_BD=eps_BD, with_image=not prior_only)
         loss_prior = F.l1_loss(z_hat, z_teacher)
         if prior_only:
             return loss_prior, {"loss": loss_prior.item(), "l1_prior": loss_prior.item()}
@@ -189,6 +195,6 @@ class DiffIR:
         H, W = lq.shape[-2:]
         m = self.config.pad_multiple
         lq_padded = pad_to_multiple(lq, m)
-        out, _, _ = net(lq_padded, eps_BD=self._prior_noise(lq.shape[0], generator, lq.device))
+        out, _, _ = self.run(net, lq_padded, eps_BD=self._prior_noise(lq.shape[0], generator, lq.device))
         s = self.config.scale
         return out[..., : H * s, : W * s]

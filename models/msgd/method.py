@@ -19,6 +19,7 @@ from models.msgd.guidance import GuidanceConfig, GuidanceNet, structure
 from models.msgd.unet import GuidedUNet, UNetConfig
 from models.processes.icdpm import SCHEDULES, ICDPM
 from models.progress import track
+from models.rng import randn, randn_like
 from models.tiling import pad_to_multiple
 
 
@@ -72,7 +73,7 @@ class MSGDConfig:
 
 
 class MSGDNet(nn.Module):
-    """The guidance network and the guided UNet; forward is the single training entry point (DDP sees it)."""
+    """The guidance network and the guided UNet (MSGD's loss and sampler call both)."""
 
     def __init__(self, config: MSGDConfig) -> None:
         super().__init__()
@@ -87,25 +88,11 @@ class MSGDNet(nn.Module):
             return lq_BCHW
         return F.interpolate(lq_BCHW, scale_factor=self.scale, mode="bicubic", align_corners=False)
 
-    def forward(
-        self, xt_BCHW: torch.Tensor | None, t_B: torch.Tensor | None, lq_BCHW: torch.Tensor,
-        *, guidance_noise: list[torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor | None, dict[int, torch.Tensor]]:
-        """(eps_hat or None when xt is None, {k: predicted downsampled grayscale sharp image})."""
-        cond_BCHW = self.condition(lq_BCHW)
-        features, predictions = self.guidance(cond_BCHW, guidance_noise)
-        eps_hat = None if xt_BCHW is None else self.unet(xt_BCHW, t_B, cond_BCHW, features)
-        return eps_hat, predictions
-
-
-def _randn(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    return torch.randn(shape, generator=generator, device=generator.device).to(like.device, like.dtype)
-
 
 class MSGD:
     """RestorationMethod (see models/method.py)."""
 
-    has_unused_parameters = True  # the warm start leaves some parameters without gradients (tells DDP)
+    has_unused_parameters = True  # the warm start leaves some parameters without gradients
 
     def __init__(self, config: MSGDConfig) -> None:
         self.config = config
@@ -125,23 +112,26 @@ class MSGD:
         return min(1.0, (step - c.warmup_steps + 1) / c.ramp_steps) if c.ramp_steps else 1.0
 
     def loss(
-        self, net: nn.Module, hq: torch.Tensor, lq: torch.Tensor, *, step: int, generator: torch.Generator
+        self, net: MSGDNet, hq: torch.Tensor, lq: torch.Tensor, *, step: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """reg_weight * sum_k L(x_hat_k, phi_k(hq)) + w(step) * ||eps_hat - eps|| (the UNet is skipped while w = 0)."""
         c = self.config
-        guidance_noise = [_randn(s, generator, hq) for s in GuidanceNet.noise_shapes(hq, c.guidance.scales)]
+        guidance_noise = [randn(shape, generator, device=hq.device, dtype=hq.dtype)
+                          for shape in GuidanceNet.noise_shapes(hq, c.guidance.scales)]
         weight = self.diffusion_weight(step)
         xt, t_B, eps = None, None, None
         if weight > 0:
             t_B = self.process.sample_t(hq.shape[0], generator=generator, device=hq.device)
-            eps = _randn(tuple(hq.shape), generator, hq)
+            eps = randn_like(hq, generator)
             xt = self.process.add_noise(hq, eps, t_B)
-        eps_hat, predictions = net(xt, t_B, lq, guidance_noise=guidance_noise)
+        cond = net.condition(lq)
+        features, predictions = net.guidance(cond, guidance_noise)  # {k: predicted downsampled grayscale sharp}
         guidance_loss = F.mse_loss if c.guidance_loss == "l2" else F.l1_loss
         loss_reg = sum(guidance_loss(predictions[k], structure(hq, k)) for k in c.guidance.scales)
         logs = {"guidance": loss_reg.item(), "diffusion_weight": weight}
         loss = c.reg_weight * loss_reg
         if weight > 0:
+            eps_hat = net.unet(xt, t_B, cond, features)
             target = self.process.target(hq, eps, t_B)
             diff = F.mse_loss(eps_hat, target) if c.diffusion_loss == "l2" else F.l1_loss(eps_hat, target)
             logs["diffusion"] = diff.item()
@@ -154,7 +144,7 @@ class MSGD:
         cond = net.condition(lq)
         features, _ = net.guidance(cond)
         steps = self.process.timesteps(self.config.num_sampling_steps).tolist()
-        x = _randn(tuple(cond.shape), generator, cond)
+        x = randn_like(cond, generator)
         for t, t_prev in track(list(zip(steps[:-1], steps[1:])), desc="icDPM sampling", enabled=progress):
             t_B = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
             eps_hat = net.unet(x, t_B, cond, features)

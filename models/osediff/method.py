@@ -5,17 +5,19 @@ Legend: B batch; hq_BCHW P x P and lq_BCHW P/scale x P/scale images in [-1, 1].
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
+from diffusers import UNet2DConditionModel
 
 from models.osediff.config import OSEDiffConfig
 from models.osediff.lora import export_adapters, import_adapters
+from models.osediff.losses import cfg_eps, vsd_loss
 from models.osediff.net import OSEDiffNet
+from models.osediff.process import add_noise, x0_from_eps
 from models.osediff.prompts import (
     encode_prompts,
     prompts_from_file,
@@ -23,14 +25,20 @@ from models.osediff.prompts import (
     inference_prompt,
 )
 from models.osediff.weights import SDParts, load_sd
+from models.rng import randint, randn
 from models.tiling import pad_to_multiple
 
 
 logger = logging.getLogger(__name__)
 
-def unwrap(net: nn.Module) -> OSEDiffNet:
-    """The OSEDiffNet inside a DDP wrapper (or the net itself)."""
-    return net.module if isinstance(net, DistributedDataParallel) else net
+@contextlib.contextmanager
+def adapters_disabled(unet: UNet2DConditionModel) -> Iterator[None]:
+    """Run the base (frozen SD) weights of a UNet that carries LoRA adapters."""
+    unet.disable_adapters()
+    try:
+        yield
+    finally:
+        unet.enable_adapters()
 
 
 def to_8bit_grid(x_BCHW: torch.Tensor) -> torch.Tensor:
@@ -40,7 +48,7 @@ def to_8bit_grid(x_BCHW: torch.Tensor) -> torch.Tensor:
 
 def upsample_train(lq_BCHW: torch.Tensor, *, scale: int, modes: Sequence[str], generator: torch.Generator) -> torch.Tensor:
     """Resize each LQ back to HQ size with its own random mode (the official resize_bak), on the 8-bit grid."""
-    picks = torch.randint(len(modes), (lq_BCHW.shape[0],), generator=generator, device=generator.device).tolist()
+    picks = randint(0, len(modes), lq_BCHW.shape[0], generator, device="cpu").tolist()
     ups = [F.interpolate(lq_BCHW[i : i + 1], scale_factor=scale, mode=modes[k]) for i, k in enumerate(picks)]
     return to_8bit_grid(torch.cat(ups))
 
@@ -76,11 +84,10 @@ class OSEDiff:
         """The net from already loaded SD parts (benchmarks build random SD-shaped parts in memory)."""
         return OSEDiffNet(parts, self.config)
 
-    def param_groups(self, net: nn.Module) -> list[dict]:
-        core = unwrap(net)
+    def param_groups(self, net: OSEDiffNet) -> list[dict]:
         return [
-            {"params": core.generator_parameters(), "lr": self.config.lr, "name": "generator"},
-            {"params": core.fake_score_parameters(), "lr": self.config.lr, "name": "fake_score"},
+            {"params": net.generator_parameters(), "lr": self.config.lr, "name": "generator"},
+            {"params": net.fake_score_parameters(), "lr": self.config.lr, "name": "fake_score"},
         ]
 
     @property
@@ -104,7 +111,7 @@ class OSEDiff:
 
     def loss(
         self,
-        net: nn.Module,
+        net: OSEDiffNet,
         hq: torch.Tensor,
         lq: torch.Tensor,
         *,
@@ -115,14 +122,22 @@ class OSEDiff:
         """lambda_l2 MSE + lambda_lpips LPIPS + lambda_vsd VSD + lambda_fake fake-score loss, as one scalar.
 
         The four terms reach disjoint parameters (fake on the fake LoRA, the rest on the generator), so one
-        backward of the sum equals the official two optimiser steps, and DDP syncs both parameter sets.
+        backward of the sum equals the official two optimiser steps. The loop's data-parallel wrapper is around
+        this whole call, so the fake-score LoRA's gradients are all-reduced too (the official code calls its
+        regulariser around its wrapper, which skips that sync).
         """
-        cfg, core = self.config, unwrap(net)
+        cfg = self.config
         lq_up = upsample_train(lq, scale=cfg.scale, modes=cfg.train_resize_modes, generator=generator)
         # Prompts come from the GT in training, as in the official code (RAM on x_tgt).
-        c = encode_prompts(core.text_encoder, core.tokenizer, self.prompts(core, hq, keys, training=True))
-        c_neg = encode_prompts(core.text_encoder, core.tokenizer, [cfg.neg_prompt] * hq.shape[0])
-        terms = net(lq_up, hq, c, c_neg, generator=generator)
+        c = encode_prompts(net.text_encoder, net.tokenizer, self.prompts(net, hq, keys, training=True))
+        c_neg = encode_prompts(net.text_encoder, net.tokenizer, [cfg.neg_prompt] * hq.shape[0])
+        x_hat, z_hat = net.generate(lq_up, c, generator=generator)
+        terms = {
+            "l2": F.mse_loss(x_hat.float(), hq.float()),
+            "lpips": net.lpips(x_hat.float(), hq.float()).mean(),
+            "vsd": self._vsd(net, z_hat, c, c_neg, generator=generator),
+            "fake": self._fake_score_loss(net, z_hat.detach(), c, generator=generator),
+        }
         total = (
             cfg.lambda_l2 * terms["l2"]
             + cfg.lambda_lpips * terms["lpips"]
@@ -131,6 +146,33 @@ class OSEDiff:
         )
         logs = {f"loss_{k}": v.item() for k, v in terms.items()}
         return total, logs | {"loss": total.item()}
+
+    def _vsd(
+        self, net: OSEDiffNet, z_BCHW: torch.Tensor, c_BLD: torch.Tensor, c_neg_BLD: torch.Tensor, *,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """VSD with gradient to the generator only: fake score (conditional, no CFG) vs CFG real score."""
+        acp, cfg = net.alphas_cumprod, self.config
+        t_B = randint(cfg.vsd_t_min, cfg.vsd_t_max, z_BCHW.shape[0], generator, device=z_BCHW.device)
+        zt = add_noise(z_BCHW.detach(), randn(z_BCHW.shape, generator, device=z_BCHW.device), t_B, acp)
+        with torch.no_grad():
+            x0_fake = x0_from_eps(zt, net.score_unet(zt, t_B, encoder_hidden_states=c_BLD).sample, t_B, acp)
+            with adapters_disabled(net.score_unet):
+                eps_2B = net.score_unet(
+                    torch.cat([zt, zt]), torch.cat([t_B, t_B]), encoder_hidden_states=torch.cat([c_neg_BLD, c_BLD])
+                ).sample
+            eps_real = cfg_eps(*eps_2B.float().chunk(2), cfg.cfg_vsd)
+            x0_real = x0_from_eps(zt, eps_real, t_B, acp)
+        return vsd_loss(z_BCHW, x0_fake, x0_real)
+
+    def _fake_score_loss(
+        self, net: OSEDiffNet, z_BCHW: torch.Tensor, c_BLD: torch.Tensor, *, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Diffusion (epsilon-MSE) loss of the fake score on the detached generator latent, t ~ U{0..999}."""
+        t_B = randint(0, net.alphas_cumprod.shape[0], z_BCHW.shape[0], generator, device=z_BCHW.device)
+        eps = randn(z_BCHW.shape, generator, device=z_BCHW.device)
+        zt = add_noise(z_BCHW, eps, t_B, net.alphas_cumprod)
+        return F.mse_loss(net.score_unet(zt, t_B, encoder_hidden_states=c_BLD).sample.float(), eps)
 
     @torch.no_grad()
     def restore(
@@ -143,10 +185,10 @@ class OSEDiff:
         then applies `fix_color` once to the blended image: every tile gets the tags and the colour
         statistics of the whole LQ, not of its own crop. One network pass: `progress` has nothing to show.
         """
-        cfg, core = self.config, unwrap(net)
+        cfg = self.config
         lq_up = upsample_test(lq, scale=cfg.scale)
         # The VAE needs sizes divisible by its downsampling factor; pad by reflection and crop back.
-        factor = 2 ** (len(core.vae.config.block_out_channels) - 1)
+        factor = 2 ** (len(net.vae.config.block_out_channels) - 1)
         h, w = lq_up.shape[-2:]
         padded = pad_to_multiple(lq_up, factor)
         autocast = (
@@ -154,16 +196,16 @@ class OSEDiff:
         )
         with autocast:
             if prompts is None:
-                prompts = self.prompts(core, lq_up, keys, training=False)
-            c = encode_prompts(core.text_encoder, core.tokenizer, prompts)
-            x_hat, _ = core.generate(padded, c, generator=generator)
+                prompts = self.prompts(net, lq_up, keys, training=False)
+            c = encode_prompts(net.text_encoder, net.tokenizer, prompts)
+            x_hat, _ = net.generate(padded, c, generator=generator)
         x_hat = x_hat[..., :h, :w].float()
         return self.fix_color(x_hat, lq) if fix_color else x_hat
 
     @torch.no_grad()
     def image_prompts(self, net: nn.Module, lq: torch.Tensor, keys: Sequence[str] | None = None) -> list[str]:
         """The prompts `restore` would use for this (whole) lq."""
-        return self.prompts(unwrap(net), upsample_test(lq, scale=self.config.scale), keys, training=False)
+        return self.prompts(net, upsample_test(lq, scale=self.config.scale), keys, training=False)
 
     def fix_color(self, x_hat: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
         """The configured colour correction of a restored image against its (whole) lq."""
@@ -173,13 +215,12 @@ class OSEDiff:
 
     def adapter_meta(self, net: nn.Module) -> dict:
         """How the adapters are placed: what an adapter file must agree on to be loaded."""
-        core = unwrap(net)
-        return {"lora_rank": self.config.lora_rank, "lora_alpha": self.config.lora_alpha, "targets": core.lora_targets}
+        return {"lora_rank": self.config.lora_rank, "lora_alpha": self.config.lora_alpha, "targets": net.lora_targets}
 
     def export_adapters(self, net: nn.Module, folder: str | Path) -> Path:
         """Write only the trained tensors (LoRA + conv_in) and their placement to `folder`."""
-        return export_adapters(unwrap(net), folder, meta=self.adapter_meta(net))
+        return export_adapters(net, folder, meta=self.adapter_meta(net))
 
     def import_adapters(self, net: nn.Module, folder: str | Path) -> None:
         """Load adapters written by export_adapters into a net built from the same sd_path and LoRA settings."""
-        import_adapters(unwrap(net), folder, meta=self.adapter_meta(net))
+        import_adapters(net, folder, meta=self.adapter_meta(net))

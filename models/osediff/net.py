@@ -1,50 +1,25 @@
-"""All OSEDiff (arXiv 2406.08177) weights in one nn.Module, whose forward returns the training loss terms.
+"""All OSEDiff (arXiv 2406.08177) weights in one nn.Module, and the one-step generator.
 
 Generator: VAE encoder (LoRA) -> UNet (LoRA, conv_in trained) at t = 999 -> closed-form x0 -> frozen VAE
 decoder. The VSD regulariser shares one UNet copy: adapters off it is the frozen real score, adapters on
-it is the LoRA fake score. The whole step runs inside forward so that DDP all-reduces the gradients of
-every trainable parameter, the fake-score LoRA included (the official code calls its regulariser through
-`.module`, which skips that sync). state_dict() holds only the trainable tensors; the frozen SD weights are
-always re-read from sd_path.
+it is the LoRA fake score. The losses are the method's (method.py). state_dict() holds only the trainable
+tensors; the frozen SD weights are always re-read from sd_path.
 
 Legend: B batch; x_BCHW images in [-1, 1] at HQ size; z_BCHW latents (scaled by the VAE factor);
 c_BLD prompt embeddings; t_B integer timesteps.
 """
 
-import contextlib
 import copy
-from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
-from diffusers import UNet2DConditionModel
 from torch import nn
 
 from models.osediff.config import OSEDiffConfig
 from models.osediff.lora import add_unet_lora, add_vae_lora
-from models.osediff.losses import build_lpips_vgg, cfg_eps, vsd_loss
-from models.osediff.process import add_noise, x0_from_eps
+from models.osediff.losses import build_lpips_vgg
+from models.osediff.process import x0_from_eps
 from models.osediff.prompts import Tagger
 from models.osediff.weights import SDParts
-
-
-def _randn_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """N(0, I) in float32 on x's device, drawn on the generator's device."""
-    return torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)
-
-
-def _randint(low: int, high: int, num: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    return torch.randint(low, high, (num,), generator=generator, device=generator.device).to(device)
-
-
-@contextlib.contextmanager
-def adapters_disabled(unet: UNet2DConditionModel) -> Iterator[None]:
-    """Run the base (frozen SD) weights of a UNet that carries LoRA adapters."""
-    unet.disable_adapters()
-    try:
-        yield
-    finally:
-        unet.enable_adapters()
 
 
 def _keep_trainable(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
@@ -58,7 +33,7 @@ def _allow_missing_frozen(module: nn.Module, incompatible_keys) -> None:
     """load_state_dict post-hook: frozen SD weights are not in our checkpoints, so they may be missing."""
     frozen = module.frozen_names
     missing = incompatible_keys.missing_keys
-    missing[:] = [k for k in missing if k.removeprefix("module.") not in frozen]
+    missing[:] = [k for k in missing if k not in frozen]
 
 
 class OSEDiffNet(nn.Module):
@@ -119,47 +94,3 @@ class OSEDiffNet(nn.Module):
         z_hat = x0_from_eps(z_lq, eps, t_B, self.alphas_cumprod)
         x_hat = self.vae.decode(z_hat / scaling).sample.clamp(-1.0, 1.0)
         return x_hat, z_hat
-
-    def forward(
-        self,
-        lq_BCHW: torch.Tensor,
-        hq_BCHW: torch.Tensor,
-        c_BLD: torch.Tensor,
-        c_neg_BLD: torch.Tensor,
-        *,
-        generator: torch.Generator,
-    ) -> dict[str, torch.Tensor]:
-        """Unweighted training terms: l2, lpips, vsd (gradient to the generator only) and fake (to the fake LoRA)."""
-        x_hat, z_hat = self.generate(lq_BCHW, c_BLD, generator=generator)
-        return {
-            "l2": F.mse_loss(x_hat.float(), hq_BCHW.float()),
-            "lpips": self.lpips(x_hat.float(), hq_BCHW.float()).mean(),
-            "vsd": self._vsd(z_hat, c_BLD, c_neg_BLD, generator=generator),
-            "fake": self._fake_score_loss(z_hat.detach(), c_BLD, generator=generator),
-        }
-
-    def _vsd(
-        self, z_BCHW: torch.Tensor, c_BLD: torch.Tensor, c_neg_BLD: torch.Tensor, *, generator: torch.Generator
-    ) -> torch.Tensor:
-        acp, cfg = self.alphas_cumprod, self.config
-        t_B = _randint(cfg.vsd_t_min, cfg.vsd_t_max, z_BCHW.shape[0], generator, z_BCHW.device)
-        zt = add_noise(z_BCHW.detach(), _randn_like(z_BCHW, generator), t_B, acp)
-        with torch.no_grad():
-            # Fake score: conditional branch only, no CFG.
-            x0_fake = x0_from_eps(zt, self.score_unet(zt, t_B, encoder_hidden_states=c_BLD).sample, t_B, acp)
-            with adapters_disabled(self.score_unet):
-                eps_2B = self.score_unet(
-                    torch.cat([zt, zt]), torch.cat([t_B, t_B]), encoder_hidden_states=torch.cat([c_neg_BLD, c_BLD])
-                ).sample
-            eps_real = cfg_eps(*eps_2B.float().chunk(2), cfg.cfg_vsd)
-            x0_real = x0_from_eps(zt, eps_real, t_B, acp)
-        return vsd_loss(z_BCHW, x0_fake, x0_real)
-
-    def _fake_score_loss(
-        self, z_BCHW: torch.Tensor, c_BLD: torch.Tensor, *, generator: torch.Generator
-    ) -> torch.Tensor:
-        """Diffusion (epsilon-MSE) loss of the fake score on the detached generator latent, t ~ U{0..999}."""
-        t_B = _randint(0, self.alphas_cumprod.shape[0], z_BCHW.shape[0], generator, z_BCHW.device)
-        eps = _randn_like(z_BCHW, generator)
-        zt = add_noise(z_BCHW, eps, t_B, self.alphas_cumprod)
-        return F.mse_loss(self.score_unet(zt, t_B, encoder_hidden_states=c_BLD).sample.float(), eps)

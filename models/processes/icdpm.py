@@ -12,6 +12,8 @@ from typing import Literal
 
 import torch
 
+from models.rng import randint, randn_like
+
 Schedule = Literal["linear", "cosine"]
 SCHEDULES: tuple[str, ...] = ("linear", "cosine")
 
@@ -68,7 +70,7 @@ class ICDPM:
 
     def sample_t(self, batch: int, *, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
         """Training steps t ~ U{0..T-1}, shape (B,)."""
-        return torch.randint(0, self.num_train_steps, (batch,), generator=generator, device=generator.device).to(device)
+        return randint(0, self.num_train_steps, batch, generator, device=device)
 
     def add_noise(self, x0: torch.Tensor, eps: torch.Tensor, t_B: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (Eq. 4, Ho et al. 2020)."""
@@ -108,5 +110,5 @@ class ICDPM:
         x0_hat = self.x0_from_eps(xt, out, t_B)
         c_x0, c_xt, var = self.posterior(t_B, t_prev_B)
         mean = self._like(c_x0, xt) * x0_hat + self._like(c_xt, xt) * xt
-        noise = torch.randn(xt.shape, generator=generator, device=generator.device).to(xt.device, xt.dtype)
+        noise = randn_like(xt, generator)
         return mean + self._like(var.sqrt(), xt) * noise

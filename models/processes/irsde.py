@@ -12,6 +12,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from models.rng import randint
+
 Schedule = Literal["cosine", "linear", "constant"]
 SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant")
 
@@ -81,7 +83,7 @@ class IRSDE:
 
     def sample_t(self, batch: int, *, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
         """Training steps t ~ U{1..T}, one per sample, shape (B,)."""
-        return torch.randint(1, self.T + 1, (batch,), generator=generator, device=generator.device).to(device)
+        return randint(1, self.T + 1, batch, generator, device=device)
 
     def mean(self, x0: torch.Tensor, mu: torch.Tensor, t_B: torch.Tensor) -> torch.Tensor:
         """E[x_t | x0] = mu + (x0 - mu) e^{-thetabar_t}."""

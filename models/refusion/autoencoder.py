@@ -7,11 +7,11 @@ Legend: B batch, C channels, H, W sizes, Z latent channels.
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from models.nets.latent_unet import LatentUNet
 from models.refusion.config import LatentAutoencoderConfig
 from models.refusion.method import upsample_lq
+from models.rng import uniform
 
 
 def latent_pretraining_loss(
@@ -43,12 +43,11 @@ class LatentAutoencoder:
     def loss(
         self, net: nn.Module, hq: torch.Tensor, lq: torch.Tensor, *, step: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        autoencoder = net.module if isinstance(net, DistributedDataParallel) else net
         lq = upsample_lq(lq, self.config.scale, self.config.upsample)
         # Swap lq and hq for the whole batch with probability swap_prob (official use_swap, issue #137).
-        if torch.rand((), generator=generator, device=generator.device).item() < self.config.swap_prob:
+        if uniform(generator) < self.config.swap_prob:
             hq, lq = lq, hq
-        return latent_pretraining_loss(autoencoder, hq, lq, reg_weight=self.config.reg_weight)
+        return latent_pretraining_loss(net, hq, lq, reg_weight=self.config.reg_weight)
 
     @torch.no_grad()
     def restore(self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator | None) -> torch.Tensor:

@@ -11,14 +11,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from models.nets.cond_unet import ConditionalUNet, CondUNetConfig
 from models.nets.latent_unet import LatentUNet, LatentUNetConfig
 from models.nets.nafnet import ConditionalNAFNet, NAFNetConfig
 from models.processes.irsde import IRSDE
 from models.refusion.config import RefusionConfig
-from models.sampling import randn_like, sample
+from models.rng import randn_like
+from models.sampling import sample
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +63,8 @@ class RefusionNet(nn.Module):
             autoencoder.requires_grad_(False)
 
     def forward(self, xt: torch.Tensor, t_B: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-        """Predicted noise (the call that DDP wraps)."""
+        """Predicted noise eps_hat(x_t, t, mu)."""
         return self.denoiser(xt, t_B, mu)
-
-
-def _unwrap(net: nn.Module) -> RefusionNet:
-    return net.module if isinstance(net, DistributedDataParallel) else net
 
 
 class Refusion:
@@ -90,8 +86,8 @@ class Refusion:
             autoencoder = load_autoencoder(self.config.autoencoder_path, self.config.latent)
         return RefusionNet(DENOISERS[type(self.config.net)](self.config.net), autoencoder)
 
-    def param_groups(self, net: nn.Module) -> list[dict]:
-        return [{"params": [p for p in _unwrap(net).denoiser.parameters() if p.requires_grad]}]
+    def param_groups(self, net: RefusionNet) -> list[dict]:
+        return [{"params": [p for p in net.denoiser.parameters() if p.requires_grad]}]
 
     def _to_diffusion_space(self, net: RefusionNet, x_BCHW: torch.Tensor):
         """(x or its latent in float32, lq skips or None); the frozen encoder runs without grad.
@@ -106,12 +102,11 @@ class Refusion:
         return z.float(), skips
 
     def loss(
-        self, net: nn.Module, hq: torch.Tensor, lq: torch.Tensor, *, step: int, generator: torch.Generator
+        self, net: RefusionNet, hq: torch.Tensor, lq: torch.Tensor, *, step: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Matching L1 of Sec. 1 of the reference: EM reverse mean vs the optimal x*_{t-1}."""
-        inner = _unwrap(net)
-        mu, _ = self._to_diffusion_space(inner, upsample_lq(lq, self.config.scale, self.config.upsample))
-        x0, _ = self._to_diffusion_space(inner, hq)
+        mu, _ = self._to_diffusion_space(net, upsample_lq(lq, self.config.scale, self.config.upsample))
+        x0, _ = self._to_diffusion_space(net, hq)
         t_B = self.process.sample_t(x0.shape[0], generator=generator, device=x0.device)
         noise = randn_like(x0, generator)
         xt = self.process.add_noise(x0, mu, noise, t_B)
@@ -123,15 +118,14 @@ class Refusion:
 
     @torch.no_grad()
     def restore(
-        self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator | None,
+        self, net: RefusionNet, lq: torch.Tensor, *, generator: torch.Generator | None,
         num_steps: int | None = None, mode: str | None = None, temperature: float = 1.0, progress: bool = False,
     ) -> torch.Tensor:
         """Restored image (B, 3, H*scale, W*scale) in [-1, 1]; defaults to the config's sampler and steps."""
-        inner = _unwrap(net)
-        mu, skips = self._to_diffusion_space(inner, upsample_lq(lq, self.config.scale, self.config.upsample))
-        x0 = sample(inner, self.process, mu, num_steps=num_steps or self.config.num_steps,
+        mu, skips = self._to_diffusion_space(net, upsample_lq(lq, self.config.scale, self.config.upsample))
+        x0 = sample(net, self.process, mu, num_steps=num_steps or self.config.num_steps,
                     mode=mode or self.config.sampler, generator=generator, temperature=temperature,
                     progress=progress)
-        if inner.autoencoder is not None:
-            x0 = inner.autoencoder.decode(x0, skips)
+        if net.autoencoder is not None:
+            x0 = net.autoencoder.decode(x0, skips)
         return x0.clamp(-1.0, 1.0)

@@ -121,7 +121,7 @@ def _diffir_to_official(key: str, *, num_res_blocks: int) -> str:
 
 @pytest.fixture
 def official_diffir(tmp_path):
-    """(reference net playing the official one on [0, 1] images, DiffIRS2 file, DiffIRS1 file)."""
+    """(method and reference net playing the official one on [0, 1] images, DiffIRS2 file, DiffIRS1 file)."""
     import dataclasses
 
     from models.diffir import DiffIR
@@ -130,7 +130,8 @@ def official_diffir(tmp_path):
     base = tiny(stage=2, scale=4)  # the SR FFN factor of the official ymls: widths are int(C * 2.2)
     config = dataclasses.replace(base, dirformer=dataclasses.replace(base.dirformer, ffn_expansion=2.2))
     torch.manual_seed(0)
-    reference = DiffIR(config).build().eval()
+    reference_method = DiffIR(config)
+    reference = reference_method.build().eval()
     for p in reference.parameters():
         p.data.normal_(0, 0.05)
     n = config.cpen.num_res_blocks
@@ -140,15 +141,15 @@ def official_diffir(tmp_path):
     stage2 |= {f"diffusion.model.{k.removeprefix('denoise.')}": v for k, v in stage2.items() if k.startswith("denoise.")}
     stage2 |= {f"diffusion.condition.{k.removeprefix('condition.')}": v for k, v in stage2.items()
                if k.startswith("condition.")}
-    stage2["diffusion.betas"] = reference.process.betas.float()
-    stage2["diffusion.alphas_cumprod"] = torch.cumprod(1 - reference.process.betas.float(), 0)
+    stage2["diffusion.betas"] = reference_method.process.betas.float()
+    stage2["diffusion.alphas_cumprod"] = torch.cumprod(1 - reference_method.process.betas.float(), 0)
     torch.save({"params": stage2, "params_ema": stage2}, tmp_path / "DiffIRS2.pth")
     torch.save({"params_ema": {k: v for k, v in state.items() if k.startswith("E.")}}, tmp_path / "DiffIRS1.pth")
-    return reference, tmp_path / "DiffIRS2.pth", tmp_path / "DiffIRS1.pth"
+    return reference_method, reference, tmp_path / "DiffIRS2.pth", tmp_path / "DiffIRS1.pth"
 
 
 def test_diffir_stage2_imports_and_restores_as_the_official_net_on_zero_one_images(official_diffir, tmp_path):
-    reference, s2, s1 = official_diffir
+    reference_method, reference, s2, s1 = official_diffir
     out = import_weights.main(["--method", "diffir", "--official", str(s2), "--teacher", str(s1),
                                "--out", str(tmp_path / "ckpt")])
     method, net, config = restore.load_checkpoint(out, device=torch.device("cpu"))
@@ -157,7 +158,7 @@ def test_diffir_stage2_imports_and_restores_as_the_official_net_on_zero_one_imag
     lq01 = torch.rand(1, 3, 16, 24, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         eps = torch.randn(1, 64, generator=torch.Generator().manual_seed(2))
-        expected, _, _ = reference(lq01, eps_BD=eps)  # the official computation: [0, 1] in and out
+        expected, _, _ = reference_method.run(reference, lq01, eps_BD=eps)  # the official computation: [0, 1] in and out
         got = method.restore(net, lq01 * 2 - 1, generator=torch.Generator().manual_seed(2))
     assert got.shape == (1, 3, 64, 96) and 0.05 < expected.std()
     torch.testing.assert_close(got, expected * 2 - 1, rtol=0, atol=1e-4)
@@ -172,7 +173,7 @@ def test_diffir_stage2_imports_and_restores_as_the_official_net_on_zero_one_imag
 
 
 def test_diffir_files_that_do_not_fit_are_refused_with_one_line(official_diffir, tmp_path):
-    _, s2, s1 = official_diffir
+    _, _, s2, s1 = official_diffir
     state = torch.load(s2, weights_only=True)["params_ema"]
     broken = dict(state, **{"diffusion.model.resmlp.0.bias": state["denoise.resmlp.0.bias"] + 1})
     torch.save({"params_ema": broken}, tmp_path / "twin.pth")

@@ -233,7 +233,7 @@ def test_validation_scores_the_ema_or_the_raw_net_as_the_recipe_says():
     from pipelines.train import TrainState, validation_net
 
     net, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
-    state = TrainState(step=0, net=net, ema=ema, optimizer=None, scheduler=None, span=None)
+    state = TrainState(step=0, net=net, train_step=None, ema=ema, optimizer=None, scheduler=None, span=None)
     demo, official = RECIPES["demo"](), RECIPES["refusion_deblurring"]()
     assert validation_net(state, demo) is ema and validation_net(state, official) is net
     assert validation_net(dataclasses.replace(state, ema=None), demo) is net

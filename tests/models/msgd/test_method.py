@@ -67,8 +67,9 @@ def test_guidance_noise_reaches_the_predicted_noise():
     t = torch.tensor([10, 50])
     noise_a = [torch.randn(2, 1, 8, 8), torch.randn(2, 1, 4, 4)]
     noise_b = [torch.randn(2, 1, 8, 8), torch.randn(2, 1, 4, 4)]
-    eps_a, _ = net(hq, t, lq, guidance_noise=noise_a)
-    eps_b, _ = net(hq, t, lq, guidance_noise=noise_b)
+    cond = net.condition(lq)
+    eps_a = net.unet(hq, t, cond, net.guidance(cond, noise_a)[0])
+    eps_b = net.unet(hq, t, cond, net.guidance(cond, noise_b)[0])
     assert not torch.allclose(eps_a, eps_b)
 
 

@@ -11,6 +11,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from models.osediff.config import OSEDiffConfig
 from models.osediff.method import OSEDiff
+from pipelines.train_step import TrainStep
 
 NUM_STEPS = 3
 
@@ -21,19 +22,20 @@ def _replica(rank: int, world_size: int, sd_dir: str, port: int, out_dir: str) -
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
         method = OSEDiff(OSEDiffConfig(sd_path=sd_dir))
-        net = DistributedDataParallel(method.build().train())
+        net = method.build().train()
+        train_step = DistributedDataParallel(TrainStep(method, net))  # as the training loop wraps it
         optimizer = torch.optim.AdamW(method.param_groups(net), lr=1e-3)
         generator = torch.Generator().manual_seed(1000 + rank)  # each rank draws its own data and noise
         losses = []
         for step in range(NUM_STEPS):
             hq = torch.rand(1, 3, 32, 32, generator=generator) * 2 - 1
             lq = torch.nn.functional.avg_pool2d(hq, 4)
-            loss, logs = method.loss(net, hq, lq, step=step, generator=generator)
+            loss, logs = train_step(hq, lq, step=step, generator=generator)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             losses.append(logs["loss"])
-        torch.save({"state": net.module.state_dict(), "losses": losses}, Path(out_dir) / f"rank{rank}.pt")
+        torch.save({"state": net.state_dict(), "losses": losses}, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 

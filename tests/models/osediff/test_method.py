@@ -9,7 +9,8 @@ from PIL import Image
 
 from models.osediff.config import OSEDiffConfig
 from models.osediff.method import OSEDiff, to_8bit_grid, upsample_test
-from models.osediff.net import OSEDiffNet, adapters_disabled
+from models.osediff.method import adapters_disabled
+from models.osediff.net import OSEDiffNet
 
 P = 32  # hq 32 x 32, lq 8 x 8
 

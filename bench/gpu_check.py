@@ -48,6 +48,7 @@ from models.nets.latent_unet import DEHAZE_UNET, TINY_UNET, LatentUNet
 from models.nets.nafnet import REFUSION_NAFNET, TINY_NAFNET, NAFNetConfig
 from models.refusion import Refusion, RefusionConfig, latent_refusion_tiny
 from pipelines.samples import write_sample_images
+from pipelines.train_step import TrainStep
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("train_step", "data_wait", "latent_restore", "osediff", "ddp")
@@ -238,8 +239,9 @@ def _ddp_worker(rank: int, shapes: Shapes, port: int, out: str) -> None:
         torch.manual_seed(0)
         method = Refusion(RefusionConfig(net=shapes.net))
         net = method.build().to(device)
-        ddp = nn.parallel.DistributedDataParallel(net, device_ids=[rank] if device.type == "cuda" else None)
-        optimizer = Lion(method.param_groups(ddp.module), lr=4e-5, betas=(0.9, 0.99))
+        ddp = nn.parallel.DistributedDataParallel(TrainStep(method, net),
+                                                  device_ids=[rank] if device.type == "cuda" else None)
+        optimizer = Lion(method.param_groups(net), lr=4e-5, betas=(0.9, 0.99))
         patch, batch = shapes.train_cases[0]
         generator = torch.Generator(device).manual_seed(rank)
         hq = torch.rand(batch, 3, patch, patch, device=device) * 2 - 1
@@ -247,13 +249,13 @@ def _ddp_worker(rank: int, shapes: Shapes, port: int, out: str) -> None:
 
         def step() -> None:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss, _ = method.loss(ddp, hq, lq, step=0, generator=generator)
+                loss, _ = ddp(hq, lq, step=0, generator=generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
 
         step_s, peak = timed(step, device, warmup=shapes.warmup, repeats=shapes.repeats)
-        first = next(iter(ddp.module.parameters())).detach().flatten()[:64].clone()
+        first = next(iter(net.parameters())).detach().flatten()[:64].clone()
         gathered = [torch.empty_like(first) for _ in range(n)]
         dist.all_gather(gathered, first)
         if rank == 0:

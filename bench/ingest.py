@@ -24,7 +24,7 @@ from degradations import MotionBlurConfig
 from pipelines.batching import to_model
 from pipelines.data import build_train_dataset
 from pipelines.optim import build_optimizer, build_scheduler
-from pipelines.recipes import RECIPES, RunConfig, build_method
+from pipelines.recipes import RECIPES, RunConfig
 from pipelines.samples import SampleImages
 
 
@@ -51,7 +51,7 @@ def delivered(config: RunConfig, num_batches: int) -> float:
 
 
 def train_step_fn(config: RunConfig, device: torch.device):
-    method = build_method(config.method)
+    method = config.method.build_method()
     net = method.build().to(device)
     optimizer = build_optimizer(config.optim, method.param_groups(net))
     scheduler = build_scheduler(config.optim, optimizer, num_steps=config.train.num_steps)

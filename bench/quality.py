@@ -36,7 +36,7 @@ from pipelines.batching import to_image, to_model
 from pipelines.data import build_val_set
 from pipelines.evaluate import evaluate, upsample_input
 from pipelines.launch import run_training
-from pipelines.recipes import RunConfig, build_method
+from pipelines.recipes import RunConfig
 from pipelines.tracking import metric_history
 
 logger = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ def run_osediff(*, minutes: float | None = None, storage_path: str = "runs", mlf
 
 def score_at_step_0(config: RunConfig) -> dict[str, float]:
     """Held-out scores of the net the training loop starts from (same seed, same build), before any step."""
-    method = build_method(config.method)
+    method = config.method.build_method()
     torch.manual_seed(config.seed)
     net = method.build()
     val_set = build_val_set(config.data, config.train.num_val_images)

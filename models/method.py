@@ -1,6 +1,11 @@
-"""The interface every restoration method offers to the training loop and to restore.py."""
+"""The interface every restoration method offers to the training loop and to restore.py.
 
-from typing import Protocol
+`RestorationMethod` is what the pipelines call; `MethodDefaults` holds the optional capabilities' defaults,
+which every method class inherits and overrides where it has the capability. The pipelines read these
+attributes directly: no method is probed with getattr/hasattr/isinstance.
+"""
+
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -8,6 +13,13 @@ from torch import nn
 
 class RestorationMethod(Protocol):
     """A method: its networks, its loss and its sampler. Tensors are BCHW float in [-1, 1]."""
+
+    # loss and restore take keys=[...], one image key per batch row (pipelines.sources.Sample.key).
+    needs_keys: bool
+    # Some training phase leaves trainable parameters without gradients (the data-parallel wrapper must look for them).
+    has_unused_parameters: bool
+    # The restore() options that restore.py's --steps / --sampler set ("num_steps", "mode").
+    sampler_flags: frozenset[str]
 
     def build(self) -> nn.Module:
         """All weights of the method; frozen parts carry requires_grad=False."""
@@ -24,9 +36,37 @@ class RestorationMethod(Protocol):
         ...
 
     @torch.no_grad()
-    def restore(self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+    def restore(self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator, progress: bool = False
+                ) -> torch.Tensor:
         """Restored image at HQ size."""
         ...
 
-    # Optional: a method with `needs_keys = True` (OSEDiff with a prompt file) also takes `keys=[...]`, one
-    # image key per batch row (pipelines.sources.Sample.key), in loss and restore.
+    def process_settings(self) -> dict[str, Any]:
+        """The diffusion-process settings a checkpoint fixes (restore.py's --max-sigma, --T, ...)."""
+        ...
+
+    def tile_options(self, net: nn.Module, lq: torch.Tensor, options: dict[str, Any]) -> dict[str, Any]:
+        """The restore() options of every tile of `lq`, from the options of the whole image."""
+        ...
+
+    def after_tiles(self, out: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+        """What runs once on the blended tiles of `lq`."""
+        ...
+
+
+class MethodDefaults:
+    """The optional capabilities of a RestorationMethod, absent: a method class overrides what it has."""
+
+    needs_keys: bool = False
+    has_unused_parameters: bool = False
+    sampler_flags: frozenset[str] = frozenset()
+
+    def process_settings(self) -> dict[str, Any]:
+        return {}
+
+    def tile_options(self, net: nn.Module, lq: torch.Tensor, options: dict[str, Any]) -> dict[str, Any]:
+        return options
+
+    def after_tiles(self, out: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+        return out
+

@@ -78,7 +78,7 @@ def evaluate(
     for start in range(0, num_images, batch_size):
         hq = to_model(torch.from_numpy(hq_all[start : start + batch_size]).to(device))
         lq = to_model(torch.from_numpy(lq_all[start : start + batch_size]).to(device))
-        keys = {"keys": val_set[2][start : start + batch_size]} if getattr(method, "needs_keys", False) else {}
+        keys = {"keys": val_set[2][start : start + batch_size]} if method.needs_keys else {}
         out = method.restore(net, lq, generator=generator, **keys)
         lq_up = upsample_input(lq, hq.shape[-2:])
         batch_scores = metrics(out, hq) | {f"lq_{k}": v for k, v in metrics(lq_up, hq).items()}

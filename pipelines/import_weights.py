@@ -37,7 +37,7 @@ from pipelines.recipes import RECIPES, RunConfig, apply_overrides
 logger = logging.getLogger(__name__)
 
 # method -> default recipe: the process and data settings of the official yml
-METHODS = {"refusion": "refusion_deblurring", "irsde": "irsde_deblurring", "diffir": "diffir_sr4x_s2",
+DEFAULT_RECIPES = {"refusion": "refusion_deblurring", "irsde": "irsde_deblurring", "diffir": "diffir_sr4x_s2",
            "osediff": "osediff_sd21"}
 
 
@@ -165,11 +165,11 @@ IMPORTERS = {"refusion": import_refusion, "irsde": import_refusion, "diffir": im
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.Parser(prog="pipelines/import_weights.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--method", required=True, choices=sorted(METHODS))
+    parser.add_argument("--method", required=True, choices=sorted(DEFAULT_RECIPES))
     parser.add_argument("--official", required=True, type=Path, help="the authors' released .pth / .pkl file")
     parser.add_argument("--out", required=True, type=Path, help="checkpoint folder to write (config.json + state.pt)")
     parser.add_argument("--recipe", help="our recipe whose process and data settings the weights were trained with "
-                        f"(default: {', '.join(f'{m} {r}' for m, r in METHODS.items())}; diffir_deblur_s2 for a "
+                        f"(default: {', '.join(f'{m} {r}' for m, r in DEFAULT_RECIPES.items())}; diffir_deblur_s2 for a "
                         "DiffIR deblurring file)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="e.g. --set method.max_sigma=50 --set method.T=100, as in the official yml")
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     if args.out.exists():
         raise cli.UserError(f"--out {args.out} already exists: pick a new folder")
-    recipe = args.recipe or METHODS[args.method]
+    recipe = args.recipe or DEFAULT_RECIPES[args.method]
     if recipe not in RECIPES:
         raise cli.UserError(f"unknown recipe {recipe!r}; choose from {sorted(RECIPES)}")
     config = dataclasses.replace(RECIPES[recipe](), name=args.out.name)  # --set applies once the net is known

@@ -26,7 +26,7 @@ from pipelines.checkpoints import (
     run_uri,
 )
 from pipelines.data import check_data
-from pipelines.recipes import METHODS, RECIPES, RunConfig, apply_overrides
+from pipelines.recipes import METHOD_KINDS, RECIPES, RunConfig, apply_overrides
 from pipelines.sources import FolderSource
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Train a restoration method on Ray Train. With no arguments: the demo recipe, local Ray, "
         "local MLflow store under runs/.",
     )
-    parser.add_argument("--method", choices=sorted(METHODS), help="method family; --recipe X means <method>_X")
+    parser.add_argument("--method", choices=sorted(METHOD_KINDS), help="method family; --recipe X means <method>_X")
     parser.add_argument("--recipe", help=f"one of {sorted(RECIPES)} (default demo: Refusion "
                         "denoising the bundled photos, about 2 minutes on a CPU)")
     parser.add_argument("--config", action="append", default=[], help="YAML/JSON file merged into the recipe")

@@ -12,29 +12,24 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+import typing
+from typing import Literal
 
 import yaml
 
 from degradations import BicubicConfig, GaussianNoiseConfig, MaskConfig, MotionBlurConfig, RealESRGANConfig
-from models.diffir import DiffIR, DiffIRConfig
+from models.diffir import DiffIRConfig
 from models.diffir import configs as diffir_configs
-from models.msgd import MSGD, MSGDConfig
+from models.msgd import MSGDConfig
 from models.msgd import configs as msgd_configs
 from models.nets.cond_unet import IRSDE_UNET
-from models.nets.latent_unet import DEHAZE_UNET, LatentUNet
+from models.nets.latent_unet import DEHAZE_UNET
 from models.nets.nafnet import REFUSION_NAFNET
 from models.metrics import PROTOCOLS
 from models.osediff import OSEDiffConfig
 from models.osediff import osediff_sd21 as osediff_sd21_method
 from models.osediff import osediff_tiny as osediff_tiny_method
-from models.refusion import (
-    LatentAutoencoder,
-    LatentAutoencoderConfig,
-    Refusion,
-    RefusionConfig,
-    refusion_tiny,
-)
+from models.refusion import LatentAutoencoderConfig, RefusionConfig, refusion_tiny
 from pipelines.cli import NAME_PATTERN, describe
 from pipelines.config_dict import (
     deep_merge,
@@ -48,23 +43,10 @@ from pipelines.optim import OptimConfig
 from pipelines.sources import FolderSource, PairedFolderSource
 
 
-def _osediff(config: OSEDiffConfig) -> Any:
-    """models.osediff.OSEDiff, imported here: diffusers, peft and transformers take ~5 s to import, in every
-    process (each Ray worker) that would otherwise import them with this module."""
-    from models.osediff import OSEDiff
-
-    return OSEDiff(config)
-
-
-# kind -> (config class, method class or builder). A new method is one line here.
-METHODS: dict[str, tuple[type, Any]] = {
-    "refusion": (RefusionConfig, Refusion),
-    "latent_autoencoder": (LatentAutoencoderConfig, LatentAutoencoder),
-    "osediff": (OSEDiffConfig, _osediff),
-    "diffir": (DiffIRConfig, DiffIR),
-    "msgd": (MSGDConfig, MSGD),
-}
-MethodConfig = Union[tuple(config_cls for config_cls, _ in METHODS.values())]  # noqa: UP007
+# The method configs a run may hold (the tagged union config_dict loads by `kind`); each config builds its method.
+MethodConfig = RefusionConfig | LatentAutoencoderConfig | OSEDiffConfig | DiffIRConfig | MSGDConfig
+METHOD_KINDS: tuple[str, ...] = tuple(next(f.default for f in dataclasses.fields(c) if f.name == "kind")
+                                      for c in typing.get_args(MethodConfig))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -187,24 +169,6 @@ class RunConfig:
     def global_batch_size(self) -> int:
         """Samples per optimiser step over all workers and accumulated micro-batches."""
         return self.train.batch_size * max(1, self.scaling.num_workers) * self.grad_accum_steps
-
-
-def build_method(config: MethodConfig) -> Any:
-    """The RestorationMethod object for a method config."""
-    return METHODS[config.kind][1](config)
-
-
-def build_method_for_saved_weights(config: MethodConfig) -> Any:
-    """The method for a net whose every weight comes from a saved state (resume, restore): no external file is read.
-
-    A fresh run reads pretrained parts (Latent Refusion's autoencoder, DiffIR stage 2's stage-1 init); a saved
-    state already holds them, and the files they came from may be gone or on another machine.
-    """
-    if isinstance(config, RefusionConfig) and config.latent is not None:
-        return Refusion(config, autoencoder=LatentUNet(config.latent))  # a blank one: the state dict fills it
-    if isinstance(config, DiffIRConfig) and config.init_from:
-        return DiffIR(dataclasses.replace(config, init_from=""))
-    return build_method(config)
 
 
 def apply_overrides(config: RunConfig, *, files: list[str] = (), sets: list[str] = ()) -> RunConfig:

@@ -24,13 +24,13 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.refusion import Refusion, RefusionConfig  # noqa: E402
+from models.method import RestorationMethod  # noqa: E402
 from models.tiling import choose_tile, measure_bytes_per_pixel, tiled  # noqa: E402
 from pipelines import cli  # noqa: E402
 from pipelines.batching import to_image, to_model  # noqa: E402
 from pipelines.checkpoints import CheckpointError, load_state, read_config, resolve_checkpoint_dir  # noqa: E402
 from pipelines.decode import DecodeError, decode_image  # noqa: E402
-from pipelines.recipes import MethodConfig, RunConfig, build_method_for_saved_weights  # noqa: E402
+from pipelines.recipes import RunConfig  # noqa: E402
 from pipelines.sources import IMAGE_SUFFIXES  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -43,12 +43,12 @@ class CheckpointMismatch(ValueError):
     """The command line asks for process settings the checkpoint was not trained with."""
 
 
-def check_process_flags(config: MethodConfig, requested: dict[str, Any]) -> None:
-    """Raise CheckpointMismatch when a given flag differs from the checkpoint's process settings."""
-    if not isinstance(config, RefusionConfig):
-        return
-    stored = config.process_settings()
-    wrong = {k: (v, stored[k]) for k, v in requested.items() if v is not None and v != stored[k]}
+def check_process_flags(method: RestorationMethod, requested: dict[str, Any]) -> None:
+    """Raise CheckpointMismatch when a given flag differs from the checkpoint's process settings (or the
+    checkpoint's method has no such setting)."""
+    stored = method.process_settings()
+    wrong = {k: (v, stored.get(k, "no such setting")) for k, v in requested.items()
+             if v is not None and v != stored.get(k)}
     if wrong:
         details = ", ".join(f"--{k.replace('_', '-')} {got!r} but the checkpoint has {want!r}"
                             for k, (got, want) in wrong.items())
@@ -56,14 +56,15 @@ def check_process_flags(config: MethodConfig, requested: dict[str, Any]) -> None
                                  f"the process it was trained with; drop these flags or use a matching checkpoint.")
 
 
-def load_checkpoint(directory: str | Path, *, device: torch.device) -> tuple[Any, torch.nn.Module, RunConfig]:
+def load_checkpoint(directory: str | Path, *, device: torch.device
+                    ) -> tuple[RestorationMethod, torch.nn.Module, RunConfig]:
     """(method, net in eval mode on device, run config); the EMA weights are used when saved.
 
     `directory` is a checkpoint folder, or a run folder whose newest complete checkpoint is used.
     """
     directory = resolve_checkpoint_dir(directory)
     config = RunConfig.from_dict(read_config(directory))
-    method = build_method_for_saved_weights(config.method)
+    method = config.method.build_method(saved_state=True)
     net = method.build()
     state = load_state(directory)
     try:
@@ -97,7 +98,7 @@ def list_inputs(src: Path) -> list[Path]:
     return [src]
 
 
-def restore_image(method: Any, net: torch.nn.Module, lq_BCHW: torch.Tensor, *, scale: int, seed: int,
+def restore_image(method: RestorationMethod, net: torch.nn.Module, lq_BCHW: torch.Tensor, *, scale: int, seed: int,
                   sampler: str | None, steps: int | None, tile: int | None, overlap: int,
                   max_memory_gb: float | None, progress: bool, key: str | None = None) -> torch.Tensor:
     """One image through the method, tiled when asked or when the budget needs it; seeded per image.
@@ -105,12 +106,10 @@ def restore_image(method: Any, net: torch.nn.Module, lq_BCHW: torch.Tensor, *, s
     `key` is the image's key for a method that looks prompts up by key (OSEDiff with a prompt file).
     """
     generator = torch.Generator(lq_BCHW.device).manual_seed(seed)
-    kwargs = {"num_steps": steps, "mode": sampler} if isinstance(method, Refusion) else {}
-    if getattr(method, "needs_keys", False):
+    kwargs: dict[str, Any] = {name: value for name, value in (("num_steps", steps), ("mode", sampler))
+                              if name in method.sampler_flags}
+    if method.needs_keys:
         kwargs["keys"] = [key] * lq_BCHW.shape[0]
-
-    def fn(lq_tile: torch.Tensor) -> torch.Tensor:
-        return method.restore(net, lq_tile, generator=generator, **kwargs)
 
     if tile is None and max_memory_gb is not None:
         # The peak of one reverse step is the peak of all of them: probe a 128px crop with one step.
@@ -123,12 +122,13 @@ def restore_image(method: Any, net: torch.nn.Module, lq_BCHW: torch.Tensor, *, s
                     "one pass" if tile is None else f"tiles of {tile}px")
     if tile is None:  # one pass: the sampler's own steps show the progress
         return method.restore(net, lq_BCHW, generator=generator, progress=progress, **kwargs)
-    if hasattr(method, "fix_color"):  # tags and colour correction come from the whole image, not each tile
-        kwargs["prompts"] = method.image_prompts(net, lq_BCHW, kwargs.pop("keys", None))
-        kwargs["fix_color"] = False
-        return method.fix_color(tiled(fn, lq_BCHW, scale=scale, tile=tile, overlap=overlap, progress=progress),
-                                lq_BCHW)
-    return tiled(fn, lq_BCHW, scale=scale, tile=tile, overlap=overlap, progress=progress)
+    tile_kwargs = method.tile_options(net, lq_BCHW, kwargs)  # what each tile takes from the whole image
+
+    def fn(lq_tile: torch.Tensor) -> torch.Tensor:
+        return method.restore(net, lq_tile, generator=generator, **tile_kwargs)
+
+    return method.after_tiles(tiled(fn, lq_BCHW, scale=scale, tile=tile, overlap=overlap, progress=progress),
+                              lq_BCHW)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> Restored:
     device = torch.device(args.device)
     with cli.user_input(f"--checkpoint {args.checkpoint}"):
         method, net, config = load_checkpoint(args.checkpoint, device=device)
-        check_process_flags(config.method, {k: getattr(args, k) for k in PROCESS_FLAGS})
+        check_process_flags(method, {k: getattr(args, k) for k in PROCESS_FLAGS})
     with cli.user_input(f"--input {args.input}"):
         inputs = list_inputs(args.input)
     if not inputs:

@@ -49,7 +49,7 @@ from pipelines.checkpoints import (
 from pipelines.data import build_val_set, train_manifest
 from pipelines.evaluate import evaluate, format_scores
 from pipelines.optim import ScheduleSpan, build_ema, build_optimizer, build_scheduler, update_ema
-from pipelines.recipes import RunConfig, build_method, build_method_for_saved_weights
+from pipelines.recipes import RunConfig
 from pipelines.tracking import Tracker, TrackingTarget
 from pipelines.train_step import TrainStep, no_sync
 
@@ -82,7 +82,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     saved = load_saved_state(loop_config, device=device)
     # A saved state holds every weight: pretrained parts (DiffIR's stage-1 init, ...) are not read again.
-    method = build_method(config.method) if saved is None else build_method_for_saved_weights(config.method)
+    method = config.method.build_method(saved_state=saved is not None)
     state = build_state(config, method, device=device, world_size=world_size)
     if saved is not None:
         restore_state(state, saved, config)
@@ -100,7 +100,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         val_set = build_val_set(config.data, num_images=config.train.num_val_images)
     # Image keys by sample id, for a method that looks prompts up by key (OSEDiff with a prompt file).
     keys_by_id = ({s.sample_id: s.key for s in train_manifest(config.data).samples}
-                  if getattr(method, "needs_keys", False) else None)
+                  if method.needs_keys else None)
     generator = torch.Generator(device=device)
     use_amp = config.train.amp and device.type == "cuda"
     accum = config.grad_accum_steps
@@ -207,7 +207,7 @@ def build_state(config: RunConfig, method, *, device: torch.device, world_size: 
     ema = build_ema(net) if config.train.ema else None
     train_step = TrainStep(method, net)
     if world_size > 1:  # a method whose phases leave parameters without gradients needs DDP to look for them
-        unused = {"find_unused_parameters": True} if getattr(method, "has_unused_parameters", False) else None
+        unused = {"find_unused_parameters": True} if method.has_unused_parameters else None
         train_step = ray.train.torch.prepare_model(train_step, parallel_strategy_kwargs=unused)
     optimizer = build_optimizer(config.optim, method.param_groups(net))
     span = ScheduleSpan(num_steps=config.train.num_steps)

@@ -32,7 +32,7 @@ from pipelines.data import (
     make_pair_or_skip,
 )
 from pipelines.decode import DecodeError, ImageTooLarge, decode_image
-from pipelines.recipes import apply_overrides, build_method_for_saved_weights, debug
+from pipelines.recipes import apply_overrides, debug
 from pipelines.restore import CheckpointMismatch, check_process_flags, load_checkpoint
 from pipelines.sources import FolderSource, PairedFolderSource, ParquetSource
 
@@ -307,7 +307,7 @@ def test_bad_config_value_names_the_field_and_the_allowed_values(override, expec
 def _debug_checkpoint(directory: Path, *, net_state: dict | None = None) -> Path:
     config = debug()
     if net_state is None:
-        net_state = build_method_for_saved_weights(config.method).build().state_dict()
+        net_state = config.method.build_method(saved_state=True).build().state_dict()
     state = {"net": net_state, "ema": None, "optimizer": {}, "scheduler": {}, "step": 0}
     return write_checkpoint(directory, state=state, config=config.to_dict())
 
@@ -318,7 +318,7 @@ def test_a_matching_checkpoint_loads(tmp_path):
 
 
 def test_weights_from_another_method_are_refused_with_the_mismatching_keys(tmp_path):
-    other = build_method_for_saved_weights(latent_refusion_tiny()).build().state_dict()
+    other = latent_refusion_tiny().build_method(saved_state=True).build().state_dict()
     directory = _debug_checkpoint(tmp_path / "ckpt", net_state=other)
     with pytest.raises(RuntimeError, match="Error\\(s\\) in loading state_dict") as err:
         load_checkpoint(directory, device=torch.device("cpu"))
@@ -327,9 +327,9 @@ def test_weights_from_another_method_are_refused_with_the_mismatching_keys(tmp_p
 
 def test_restore_flags_that_contradict_the_checkpoint_are_refused(tmp_path):
     directory = _debug_checkpoint(tmp_path / "ckpt")
-    _, _, config = load_checkpoint(directory, device=torch.device("cpu"))
+    method, _, _ = load_checkpoint(directory, device=torch.device("cpu"))
     with pytest.raises(CheckpointMismatch, match="--T 100 but the checkpoint has 20"):
-        check_process_flags(config.method, {"T": 100, "max_sigma": None, "schedule": None, "eps": None})
+        check_process_flags(method, {"T": 100, "max_sigma": None, "schedule": None, "eps": None})
 
 
 class _Payload:

@@ -7,6 +7,7 @@ reverse chain (first alone, for prior_only_steps), then everything jointly with 
 Legend: B batch, C channels, H height, W width, D prior size (4 * cpen.num_feats).
 """
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from torch import nn
 from models.diffir.cpen import CPEN, CPENConfig
 from models.diffir.dirformer import SCALES, DIRformer, DIRformerConfig
 from models.diffir.prior import PriorDenoiser, PriorDenoiserConfig, reverse_chain
+from models.method import MethodDefaults
 from models.processes.ddpm import DDPM
 from models.rng import randn
 from models.tiling import pad_to_multiple
@@ -62,6 +64,11 @@ class DiffIRConfig:
         if self.prior_only_steps < 0:
             raise ValueError(f"diffir.prior_only_steps must be >= 0, got {self.prior_only_steps}")
         DDPM(num_train_steps=self.num_diffusion_steps, beta_start=self.beta_start, beta_end=self.beta_end)
+
+    def build_method(self, *, saved_state: bool = False) -> "DiffIR":
+        """The method of this config. With `saved_state` every weight comes from a saved state (resume, restore),
+        so stage 2's stage-1 checkpoint (`init_from`) is not read again."""
+        return DiffIR(dataclasses.replace(self, init_from="") if saved_state else self)
 
     @property
     def pad_multiple(self) -> int:
@@ -109,7 +116,7 @@ def load_stage1(net: DiffIRNet, directory: str | Path, *, weights: Literal["ema"
     log.info("stage 2 initialised from %s (%s weights)", directory, weights)
 
 
-class DiffIR:
+class DiffIR(MethodDefaults):
     """RestorationMethod for one DiffIR stage (see models/method.py)."""
 
     has_unused_parameters = True  # the prior-only phase leaves some parameters without gradients

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.method import MethodDefaults
 from models.msgd.guidance import GuidanceConfig, GuidanceNet, structure
 from models.msgd.unet import GuidedUNet, UNetConfig
 from models.processes.icdpm import SCHEDULES, ICDPM
@@ -62,6 +63,10 @@ class MSGDConfig:
         if not 1 <= self.num_sampling_steps <= self.num_train_steps or self.num_samples_averaged < 1:
             raise ValueError("msgd: need 1 <= num_sampling_steps <= num_train_steps and num_samples_averaged >= 1")
 
+    def build_method(self, *, saved_state: bool = False) -> "MSGD":
+        """The method of this config (it reads no file, so `saved_state` changes nothing)."""
+        return MSGD(self)
+
     @property
     def pad_multiple(self) -> int:
         """hq sides must be multiples of this (UNet downsamplings and the coarsest guidance scale)."""
@@ -89,7 +94,7 @@ class MSGDNet(nn.Module):
         return F.interpolate(lq_BCHW, scale_factor=self.scale, mode="bicubic", align_corners=False)
 
 
-class MSGD:
+class MSGD(MethodDefaults):
     """RestorationMethod (see models/method.py)."""
 
     has_unused_parameters = True  # the warm start leaves some parameters without gradients

@@ -4,7 +4,10 @@ Defaults are the official ones (cswry/OSEDiff train_osediff.py argparse defaults
 """
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # the method imports its config, and diffusers
+    from models.osediff.method import OSEDiff
 
 # The official --neg_prompt; it is the unconditional branch of the real score's CFG.
 NEG_PROMPT = (
@@ -58,6 +61,15 @@ class OSEDiffConfig:
     # (default_others: the mid block and the other non-down/up modules) is active and trained, because the
     # official code never calls set_adapter on that UNet. "all": all three trained, as the paper's count implies.
     fake_score_adapters: Literal["official", "all"] = "official"
+
+    def build_method(self, *, saved_state: bool = False) -> "OSEDiff":
+        """The method of this config (SD is always read from sd_path: a saved state holds only the trained tensors).
+
+        Imported here: diffusers, peft and transformers take ~5 s to import, in every process (each Ray worker)
+        that would otherwise import them with the recipes."""
+        from models.osediff.method import OSEDiff
+
+        return OSEDiff(self)
 
     @property
     def prompt_source(self) -> Literal["tagger", "file", "fixed"]:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from diffusers import UNet2DConditionModel
 
+from models.method import MethodDefaults
 from models.osediff.config import OSEDiffConfig
 from models.osediff.lora import export_adapters, import_adapters
 from models.osediff.losses import cfg_eps, vsd_loss
@@ -65,7 +66,7 @@ def adain_color_fix(x_BCHW: torch.Tensor, ref_BCHW: torch.Tensor) -> torch.Tenso
     return ((x_BCHW - mu_x) / (sd_x + 1e-5) * sd_r + mu_r).clamp(-1.0, 1.0)
 
 
-class OSEDiff:
+class OSEDiff(MethodDefaults):
     """One-step SD restoration with LoRA, trained with MSE + LPIPS + VSD (see net.py for the weights)."""
 
     def __init__(self, config: OSEDiffConfig) -> None:
@@ -181,9 +182,8 @@ class OSEDiff:
     ) -> torch.Tensor:
         """x scale output in [-1, 1], float32: bicubic upsample, one generator step (bf16 autocast on CUDA).
 
-        For tiles, restore.py passes fix_color=False and the whole image's `prompts` (see `image_prompts`),
-        then applies `fix_color` once to the blended image: every tile gets the tags and the colour
-        statistics of the whole LQ, not of its own crop. One network pass: `progress` has nothing to show.
+        For tiles, restore.py passes `tile_options` (the whole image's prompts, no colour fix) and applies
+        `after_tiles` once to the blended image. One network pass: `progress` has nothing to show.
         """
         cfg = self.config
         lq_up = upsample_test(lq, scale=cfg.scale)
@@ -212,6 +212,15 @@ class OSEDiff:
         if self.config.color_fix != "adain":
             return x_hat
         return adain_color_fix(x_hat, upsample_test(lq, scale=self.config.scale))
+
+    def tile_options(self, net: OSEDiffNet, lq: torch.Tensor, options: dict) -> dict:
+        """Every tile gets the tags of the whole lq, and no colour fix: `after_tiles` fixes the blended image
+        against the whole lq's colour statistics, not each tile against its own crop's."""
+        tile = {name: value for name, value in options.items() if name != "keys"}
+        return tile | {"prompts": self.image_prompts(net, lq, options.get("keys")), "fix_color": False}
+
+    def after_tiles(self, out: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+        return self.fix_color(out, lq)
 
     def adapter_meta(self, net: nn.Module) -> dict:
         """How the adapters are placed: what an adapter file must agree on to be loaded."""

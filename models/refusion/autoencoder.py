@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.method import MethodDefaults
 from models.nets.latent_unet import LatentUNet
 from models.refusion.config import LatentAutoencoderConfig
 from models.refusion.method import upsample_lq
@@ -28,7 +29,7 @@ def latent_pretraining_loss(
     return loss, {"loss": loss.item(), "rec": rec.item(), "replace": rep.item(), "latent_reg": reg.item()}
 
 
-class LatentAutoencoder:
+class LatentAutoencoder(MethodDefaults):
     """RestorationMethod whose net is the LatentUNet alone; restore() is decode(encode(lq))."""
 
     def __init__(self, config: LatentAutoencoderConfig) -> None:
@@ -50,6 +51,8 @@ class LatentAutoencoder:
         return latent_pretraining_loss(net, hq, lq, reg_weight=self.config.reg_weight)
 
     @torch.no_grad()
-    def restore(self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator | None) -> torch.Tensor:
+    def restore(self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator | None,
+                progress: bool = False) -> torch.Tensor:
+        """decode(encode(lq)): one network pass, `progress` has nothing to show."""
         lq = upsample_lq(lq, self.config.scale, self.config.upsample)
         return net(lq).clamp(-1.0, 1.0)

@@ -1,16 +1,21 @@
 """Frozen configs of Refusion (arXiv 2304.08291) and of its latent autoencoder pretraining.
 
 `asdict(config)` is what a checkpoint stores (with `kind` naming the method); `from_dict` inverts it.
+Each config builds its method (`build_method`): that is how the pipelines pick a method's class.
 """
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from models.nets.cond_unet import CondUNetConfig
-from models.nets.latent_unet import DEHAZE_UNET, TINY_UNET, LatentUNetConfig
+from models.nets.latent_unet import DEHAZE_UNET, TINY_UNET, LatentUNet, LatentUNetConfig
 from models.nets.nafnet import REFUSION_NAFNET, TINY_NAFNET, NAFNetConfig
 from models.processes.irsde import SCHEDULES
+
+if TYPE_CHECKING:  # the methods import their configs
+    from models.refusion.autoencoder import LatentAutoencoder
+    from models.refusion.method import Refusion
 
 SAMPLERS: tuple[str, ...] = ("sde", "posterior", "ode")
 UPSAMPLE_MODES: tuple[str, ...] = ("bicubic", "nearest")
@@ -65,6 +70,14 @@ class RefusionConfig:
         """The IR-SDE settings a restore must agree with."""
         return {"max_sigma": self.max_sigma, "T": self.T, "schedule": self.schedule, "eps": self.eps}
 
+    def build_method(self, *, saved_state: bool = False) -> "Refusion":
+        """The method of this config. With `saved_state` every weight comes from a saved state (resume, restore),
+        so Latent Refusion's autoencoder file is not read: a blank autoencoder, which the state dict fills."""
+        from models.refusion.method import Refusion  # method.py imports this module
+
+        if saved_state and self.latent is not None:
+            return Refusion(self, autoencoder=LatentUNet(self.latent))
+        return Refusion(self)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -86,6 +99,13 @@ class LatentAutoencoderConfig:
             raise ValueError(f"swap_prob must be in [0, 1], got {self.swap_prob}")
         if self.scale < 1 or self.reg_weight < 0:
             raise ValueError(f"scale must be >= 1 and reg_weight >= 0, got {self.scale}, {self.reg_weight}")
+
+    def build_method(self, *, saved_state: bool = False) -> "LatentAutoencoder":
+        """The method of this config (it reads no file, so `saved_state` changes nothing)."""
+        from models.refusion.autoencoder import LatentAutoencoder  # autoencoder.py imports this module
+
+        return LatentAutoencoder(self)
+
 
 def refusion_tiny() -> RefusionConfig:
     """Pixel-space Refusion small enough for CPU tests and the demo."""

@@ -7,11 +7,13 @@ decodes the result with the lq's skip features. Legend: B batch, C channels, H, 
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.method import MethodDefaults
 from models.nets.cond_unet import ConditionalUNet, CondUNetConfig
 from models.nets.latent_unet import LatentUNet, LatentUNetConfig
 from models.nets.nafnet import ConditionalNAFNet, NAFNetConfig
@@ -67,7 +69,7 @@ class RefusionNet(nn.Module):
         return self.denoiser(xt, t_B, mu)
 
 
-class Refusion:
+class Refusion(MethodDefaults):
     """RestorationMethod for (Latent) Refusion; `autoencoder` overrides config.autoencoder_path (tests, restore)."""
 
     def __init__(self, config: RefusionConfig, *, autoencoder: LatentUNet | None = None) -> None:
@@ -79,6 +81,11 @@ class Refusion:
         self.process = IRSDE(max_sigma=config.max_sigma, T=config.T, schedule=config.schedule, eps=config.eps,
                              data_range=DATA_RANGE)
         self._autoencoder = autoencoder
+
+    sampler_flags = frozenset({"num_steps", "mode"})
+
+    def process_settings(self) -> dict[str, Any]:
+        return self.config.process_settings()
 
     def build(self) -> RefusionNet:
         autoencoder = self._autoencoder

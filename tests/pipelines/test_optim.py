@@ -136,14 +136,14 @@ def _lrs_after_resume(first_steps: int, total_steps: int, *, resumed_total: int)
 
     import torch
 
-    from pipelines.recipes import build_method, debug
+    from pipelines.recipes import debug
     from pipelines.train import build_state, restore_state
 
     def config(num_steps):
         base = debug()
         return dataclasses.replace(base, train=dataclasses.replace(base.train, num_steps=num_steps))
 
-    method = build_method(debug().method)
+    method = debug().method.build_method()
     lrs = []
     state = build_state(config(total_steps), method, device=torch.device("cpu"), world_size=1)
     for _ in range(first_steps):

@@ -9,7 +9,6 @@ from pipelines.recipes import (
     RunConfig,
     TrainConfig,
     apply_overrides,
-    build_method,
     debug,
     irsde_deblurring,
     latent_autoencoder_dehazing,
@@ -121,7 +120,7 @@ def test_debug_recipe_is_small_and_builds_its_method():
     config = debug()
     assert config.scaling.num_workers == 0 and not config.scaling.use_gpu
     assert config.data.patch_size == 64 and config.data.scale == 1 and config.train.num_steps <= 60
-    net = build_method(config.method).build()
+    net = config.method.build_method().build()
     assert sum(p.numel() for p in net.parameters()) < 200_000
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from models.method import MethodDefaults
+
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "assets" / "golden_loss_debug.txt"
@@ -148,7 +150,7 @@ def test_resume_with_more_steps_continues_one_falling_lr_schedule(debug_run):
     assert lrs[-1] == pytest.approx(config["optim"]["eta_min"])
 
 
-class _RegressionMethod:
+class _RegressionMethod(MethodDefaults):
     """A method whose loss draws no noise (MSE of a 3x3 conv of the LQ against the HQ): gradients then depend
     on the samples only, so accumulated micro-batches can be compared with one large batch."""
 
@@ -169,7 +171,9 @@ def test_accumulated_micro_batches_give_the_gradient_of_one_batch_of_their_sampl
     import pipelines.train
     from pipelines.checkpoints import load_state
 
-    monkeypatch.setattr(pipelines.train, "build_method", lambda config: _RegressionMethod())
+    from models.refusion import RefusionConfig
+
+    monkeypatch.setattr(RefusionConfig, "build_method", lambda self, saved_state=False: _RegressionMethod())
     first_moments = {}
     for name, batch, accum in (("one_batch", 4, 1), ("accumulated", 2, 2)):
         run_cli(["--recipe", "debug", "--storage-path", str(tmp_path), "--name", name,

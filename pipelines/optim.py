@@ -4,12 +4,12 @@ Lion (Chen et al. 2023, arXiv 2302.06675) with cosine decay is Refusion's choice
 Adam + MultiStep is IR-SDE's (arXiv 2301.11699). EMA follows the reference code: beta 0.995, every 10 steps.
 """
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from ema_pytorch import EMA
 from lion_pytorch import Lion
 from torch import nn
 
@@ -149,30 +149,31 @@ def two_phase_factor(it: int, config: OptimConfig) -> float:
     return config.gamma ** ((it - config.phase_steps) // config.decay_every)
 
 
-def build_ema(net: nn.Module) -> nn.Module:
-    """A frozen copy of the (unwrapped) net that `update_ema` keeps as an exponential moving average."""
-    ema = copy.deepcopy(net).eval()
-    ema.requires_grad_(False)
+def build_ema(net: nn.Module, *, beta: float, every: int, update_after: int = 0, warmup: bool = False) -> EMA:
+    """ema_pytorch's EMA of the (plain, never DDP-wrapped) net; call `.update()` once after every optimiser step.
+
+    Its semantics are the official Refusion ones (`EMA(model, beta=0.995, update_every=10)`): the first update
+    copies the net, and on updates k (0-based) with k % every == 0 the EMA is a copy while k <= update_after, then
+    ema <- d ema + (1 - d) net over float parameters and buffers, with d = ema_decay(k + 1, ...).
+    Without warmup, d is the constant beta (ema_pytorch's min_value = beta).
+    """
+    ema = EMA(net, beta=beta, update_every=every, update_after_step=update_after, power=2.0 / 3.0,
+              min_value=0.0 if warmup else beta, include_online_model=False)
+    ema.ema_model.eval()
     return ema
 
 
-def ema_decay(step: int, *, beta: float, update_after: int = 0, warmup: bool = False) -> float:
-    """EMA decay at `step`: 0 (a plain copy) up to update_after, then beta, or with warmup ema_pytorch's
-    1 - (1 + n)^(-2/3) with n = step - update_after, capped at beta (what Refusion's EMA(beta, update_every) does)."""
-    n = step - update_after
+def ema_decay(updates: int, *, beta: float, update_after: int = 0, warmup: bool = False) -> float:
+    """ema_pytorch's decay after `updates` calls to update(): 0 up to update_after + 1, then, with
+    n = updates - update_after - 1, beta, or with warmup 1 - (1 + n)^(-2/3) capped at beta (Refusion's EMA)."""
+    n = updates - update_after - 1
     if n <= 0:
         return 0.0
     return min(beta, 1.0 - (1.0 + n) ** (-2.0 / 3.0)) if warmup else beta
 
 
-@torch.no_grad()
-def update_ema(ema: nn.Module, net: nn.Module, *, step: int, beta: float, every: int, update_after: int = 0,
-               warmup: bool = False) -> None:
-    """ema <- d * ema + (1 - d) * net on steps that are multiples of `every`, d = ema_decay(...); buffers copied."""
-    if step % every != 0:
-        return
-    decay = ema_decay(step, beta=beta, update_after=update_after, warmup=warmup)
-    for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
-        p_ema.lerp_(p.detach(), 1.0 - decay)
-    for b_ema, b in zip(ema.buffers(), net.buffers(), strict=True):
-        b_ema.copy_(b)
+def resume_ema(ema: EMA, weights: dict, *, updates: int) -> None:
+    """Load the EMA weights of a checkpoint and ema_pytorch's counter: one update per optimiser step so far."""
+    ema.ema_model.load_state_dict(weights)
+    ema.step.fill_(updates)
+    ema.initted.fill_(updates > 0)

@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 
 import cv2
+from ema_pytorch import EMA
 import numpy as np
 import ray.train
 import ray.train.torch
@@ -48,7 +49,7 @@ from pipelines.checkpoints import (
 )
 from pipelines.data import build_val_set, train_manifest
 from pipelines.evaluate import evaluate, format_scores
-from pipelines.optim import ScheduleSpan, build_ema, build_optimizer, build_scheduler, update_ema
+from pipelines.optim import ScheduleSpan, build_ema, build_optimizer, build_scheduler, resume_ema
 from pipelines.recipes import RunConfig
 from pipelines.tracking import Tracker, TrackingTarget
 from pipelines.train_step import TrainStep, no_sync
@@ -64,7 +65,7 @@ class TrainState:
     step: int
     net: nn.Module
     train_step: nn.Module
-    ema: nn.Module | None
+    ema: EMA | None  # ema_pytorch; its .ema_model holds the averaged weights
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     span: ScheduleSpan  # what the cosine decays over; a resume with a larger train.num_steps starts a new one
@@ -142,9 +143,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             state.scheduler.step()
             state.step += 1
             if state.ema is not None:
-                update_ema(state.ema, state.net, step=state.step, beta=config.train.ema_beta,
-                           every=config.train.ema_every, update_after=config.train.ema_update_after,
-                           warmup=config.train.ema_warmup)
+                state.ema.update()
             _test_only_crash(state.step, rank)
             window.add(logs, data_s=t_data, step_s=time.perf_counter() - t0)
             last = state.step == config.train.num_steps
@@ -204,7 +203,9 @@ class Window:
 def build_state(config: RunConfig, method, *, device: torch.device, world_size: int) -> TrainState:
     """Net, its TrainStep (DDP over gloo/NCCL when world_size > 1), EMA copy, optimiser and per-step schedule."""
     net = method.build().to(device)
-    ema = build_ema(net) if config.train.ema else None
+    t = config.train
+    ema = build_ema(net, beta=t.ema_beta, every=t.ema_every, update_after=t.ema_update_after,
+                    warmup=t.ema_warmup) if t.ema else None
     train_step = TrainStep(method, net)
     if world_size > 1:  # a method whose phases leave parameters without gradients needs DDP to look for them
         unused = {"find_unused_parameters": True} if method.has_unused_parameters else None
@@ -243,7 +244,7 @@ def restore_state(state: TrainState, saved: dict, config: RunConfig) -> None:
     """
     state.net.load_state_dict(saved["net"])
     if state.ema is not None:
-        state.ema.load_state_dict(saved["ema"] if saved["ema"] is not None else saved["net"])
+        resume_ema(state.ema, saved["ema"] if saved["ema"] is not None else saved["net"], updates=saved["step"])
     span = ScheduleSpan(**saved["schedule"]) if "schedule" in saved else ScheduleSpan(num_steps=config.train.num_steps)
     if span.num_steps != config.train.num_steps:
         factor = saved["scheduler"]["_last_lr"][0] / saved["scheduler"]["base_lrs"][0]
@@ -270,7 +271,7 @@ def save_and_report(state: TrainState, config: RunConfig, *, rank: int, loop_con
     try:
         saved = {
             "net": state.net.state_dict(),
-            "ema": None if state.ema is None else state.ema.state_dict(),
+            "ema": None if state.ema is None else state.ema.ema_model.state_dict(),
             "optimizer": state.optimizer.state_dict(),
             "scheduler": state.scheduler.state_dict(),
             "schedule": state.span.to_dict(),
@@ -296,7 +297,7 @@ def encode_png(rgb_HWC: np.ndarray) -> bytes:
 def validation_net(state: TrainState, config: RunConfig) -> nn.Module:
     """The weights validation scores: the EMA (when kept) or, with train.validate_weights = net, the raw net."""
     if state.ema is not None and config.train.validate_weights == "ema":
-        return state.ema
+        return state.ema.ema_model
     return state.net
 
 

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from ema_pytorch import EMA
 from lion_pytorch import Lion
 from torch import nn
 
@@ -10,7 +11,7 @@ from pipelines.optim import (
     build_scheduler,
     cosine_restarts_factor,
     ema_decay,
-    update_ema,
+    resume_ema,
 )
 
 
@@ -84,36 +85,72 @@ def test_optim_config_rejects_unknown_names_and_missing_milestones():
         OptimConfig(scheduler="multistep")
 
 
-def test_ema_updates_only_every_n_steps_towards_the_net():
+def _ema_pair(**kwargs):
     net = nn.Linear(2, 1, bias=False)
-    ema = build_ema(net)
-    assert not any(p.requires_grad for p in ema.parameters())
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    return net, build_ema(net, **kwargs)
+
+
+def test_ema_copies_first_then_moves_towards_the_net_every_n_updates_by_beta():
+    net, ema = _ema_pair(beta=0.9, every=10)
+    assert isinstance(ema, EMA) and not any(p.requires_grad for p in ema.ema_model.parameters())
     with torch.no_grad():
         net.weight.fill_(1.0)
-        ema.weight.fill_(0.0)
-    update_ema(ema, net, step=3, beta=0.9, every=10)
-    assert torch.all(ema.weight == 0.0)
-    update_ema(ema, net, step=10, beta=0.9, every=10)
-    assert torch.allclose(ema.weight, torch.full_like(ema.weight, 0.1))
+    ema.update()  # update 0: ema_pytorch's initial copy
+    assert torch.all(ema.ema_model.weight == 1.0)
+    with torch.no_grad():
+        net.weight.fill_(2.0)
+    for _ in range(9):  # updates 1..9: not multiples of every
+        ema.update()
+    assert torch.all(ema.ema_model.weight == 1.0)
+    ema.update()  # update 10: 0.9 * 1 + 0.1 * 2
+    assert torch.allclose(ema.ema_model.weight, torch.full_like(ema.ema_model.weight, 1.1))
 
 
 def test_ema_decay_copies_then_warms_up_like_ema_pytorch_and_caps_at_beta():
     kwargs = {"beta": 0.995, "update_after": 100, "warmup": True}
-    assert ema_decay(100, **kwargs) == 0.0  # a plain copy up to update_after
-    assert ema_decay(101, **kwargs) == pytest.approx(1 - 2 ** (-2 / 3))
-    assert ema_decay(1100, **kwargs) == pytest.approx(1 - 1001 ** (-2 / 3))  # ~0.990
+    assert ema_decay(101, **kwargs) == 0.0  # a plain copy up to update_after
+    assert ema_decay(102, **kwargs) == pytest.approx(1 - 2 ** (-2 / 3))
+    assert ema_decay(1101, **kwargs) == pytest.approx(1 - 1001 ** (-2 / 3))  # ~0.990
     assert ema_decay(100_000, **kwargs) == 0.995
     assert ema_decay(5, beta=0.9) == 0.9  # no update_after, no warmup: the constant beta
+    for warmup in (True, False):  # the formula is the library's, update by update
+        _, ema = _ema_pair(beta=0.995, every=10, update_after=100, warmup=warmup)
+        for updates in range(1, 400):
+            ema.update()
+            assert ema.get_current_decay() == pytest.approx(ema_decay(updates, **kwargs | {"warmup": warmup}))
 
 
 def test_ema_before_update_after_is_a_copy_of_the_net():
-    net = nn.Linear(2, 1, bias=False)
-    ema = build_ema(net)
-    with torch.no_grad():
-        net.weight.fill_(1.0)
-        ema.weight.fill_(0.0)
-    update_ema(ema, net, step=10, beta=0.995, every=10, update_after=100, warmup=True)
-    assert torch.all(ema.weight == 1.0)
+    net, ema = _ema_pair(beta=0.995, every=10, update_after=100, warmup=True)
+    for value in range(1, 102):
+        with torch.no_grad():
+            net.weight.fill_(float(value))
+        ema.update()
+        if value == 100:  # update 99: not a multiple of every, the copy of update 90 stays
+            assert torch.all(ema.ema_model.weight == 91.0)
+    assert torch.all(ema.ema_model.weight == 101.0)  # update 100 <= update_after: still a copy
+
+
+def test_a_resumed_ema_continues_as_the_uninterrupted_one():
+    def run(first: int, ema=None, net=None):
+        if ema is None:
+            net, ema = _ema_pair(beta=0.995, every=10, update_after=20, warmup=True)
+        for value in range(first, 61):
+            with torch.no_grad():
+                net.weight.fill_(float(value))
+            ema.update()
+            if value == 33:
+                saved = {k: v.clone() for k, v in ema.ema_model.state_dict().items()}
+        return ema, saved if first <= 33 else None
+
+    uninterrupted, saved = run(1)
+    net, resumed = _ema_pair(beta=0.995, every=10, update_after=20, warmup=True)
+    resume_ema(resumed, saved, updates=33)
+    run(34, resumed, net)
+    assert torch.equal(resumed.ema_model.weight, uninterrupted.ema_model.weight)
+    assert not torch.equal(uninterrupted.ema_model.weight, net.weight)  # it averaged, not copied
 
 
 def test_two_phase_schedule_decays_in_phase_a_and_restarts_for_phase_b():

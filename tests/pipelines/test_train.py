@@ -233,11 +233,13 @@ if __name__ == "__main__" and sys.argv[1:] == ["--regenerate-golden"]:
 def test_validation_scores_the_ema_or_the_raw_net_as_the_recipe_says():
     import dataclasses
 
+    from pipelines.optim import build_ema
     from pipelines.recipes import RECIPES
     from pipelines.train import TrainState, validation_net
 
-    net, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    net = torch.nn.Linear(2, 2)
+    ema = build_ema(net, beta=0.9, every=1)
     state = TrainState(step=0, net=net, train_step=None, ema=ema, optimizer=None, scheduler=None, span=None)
     demo, official = RECIPES["demo"](), RECIPES["refusion_deblurring"]()
-    assert validation_net(state, demo) is ema and validation_net(state, official) is net
+    assert validation_net(state, demo) is ema.ema_model and validation_net(state, official) is net
     assert validation_net(dataclasses.replace(state, ema=None), demo) is net

@@ -19,10 +19,11 @@ from torch import nn
 
 from models.diffir.cpen import CPEN, CPENConfig
 from models.diffir.dirformer import SCALES, DIRformer, DIRformerConfig
-from models.diffir.prior import PriorDenoiser, PriorDenoiserConfig, reverse_chain
+from models.diffir.prior import PriorDenoiser, PriorDenoiserConfig
 from models.method import MethodDefaults
 from models.processes.ddpm import DDPM
 from models.rng import randn
+from models.sampling import reverse
 from models.tiling import pad_to_multiple
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,9 @@ class DiffIR(MethodDefaults):
                 z_teacher_BD = net.teacher_prior(lq_BCHW, hq_BCHW)
             t_B = torch.full((lq_BCHW.shape[0],), self.process.num_train_steps - 1, device=lq_BCHW.device)
             xt_BD = self.process.add_noise(z_teacher_BD, eps_BD, t_B)
-        z_hat_BD = reverse_chain(net.denoiser, self.process, xt_BD, net.student_condition(lq_BCHW))
+        cond_BD = net.student_condition(lq_BCHW)
+        # All T posterior-mean steps from x_{T-1}; differentiable, stage 2 trains through the chain.
+        z_hat_BD = reverse(lambda x_BD, t_B: net.denoiser(x_BD, t_B, cond_BD), self.process, xt_BD, generator=None)
         out_BCHW = net.dirformer(lq_BCHW, z_hat_BD) if with_image else None
         return out_BCHW, z_hat_BD, z_teacher_BD
 

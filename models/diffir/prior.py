@@ -1,4 +1,6 @@
-"""DiffIR's prior denoiser (arXiv 2303.09472, Sec. 3.2): an MLP over the prior vector, and its reverse chain.
+"""DiffIR's prior denoiser (arXiv 2303.09472, Sec. 3.2): an MLP over the prior vector.
+
+Its reverse chain is models/sampling.reverse over the x0 DDPM (models/processes/ddpm.py).
 
 The denoiser sees [condition from CPEN_S2, time feature, x_t] and predicts x0 (the stage-1 prior). The time
 feature is the reference's scalar t / (10 T) by default (`time_encoding="scalar"`); "sinusoidal" swaps in the
@@ -14,7 +16,6 @@ import torch
 from torch import nn
 
 from models.nets.embeddings import sinusoidal_embedding
-from models.processes.ddpm import DDPM
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -55,13 +56,3 @@ class PriorDenoiser(nn.Module):
             t_BE = sinusoidal_embedding(t_B, self.time_dim).to(xt_BD.dtype)
         return self.mlp(torch.cat([cond_BD, t_BE, xt_BD], dim=1))
 
-
-def reverse_chain(denoiser: nn.Module, process: DDPM, xt_BD: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
-    """All T posterior-mean steps from x_{T-1} to the x0 estimate; differentiable (stage 2 trains through it)."""
-    steps = process.timesteps()
-    batch = xt_BD.shape[0]
-    for t, t_prev in zip(steps[:-1].tolist(), steps[1:].tolist()):
-        t_B = torch.full((batch,), t, dtype=torch.long, device=xt_BD.device)
-        t_prev_B = torch.full((batch,), t_prev, dtype=torch.long, device=xt_BD.device)
-        xt_BD = process.step(denoiser(xt_BD, t_B, cond_BD), t_B, t_prev_B, xt_BD)
-    return xt_BD

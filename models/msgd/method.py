@@ -18,9 +18,9 @@ from torch import nn
 from models.method import MethodDefaults
 from models.msgd.guidance import GuidanceConfig, GuidanceNet, structure
 from models.msgd.unet import GuidedUNet, UNetConfig
-from models.processes.icdpm import SCHEDULES, ICDPM
-from models.progress import track
+from models.processes.icdpm import ICDPM, SCHEDULES
 from models.rng import randn, randn_like
+from models.sampling import reverse
 from models.tiling import pad_to_multiple
 
 
@@ -148,13 +148,9 @@ class MSGD(MethodDefaults):
         """One ancestral sample at hq size from lq (hq sides multiples of pad_multiple); guidance computed once."""
         cond = net.condition(lq)
         features, _ = net.guidance(cond)
-        steps = self.process.timesteps(self.config.num_sampling_steps).tolist()
-        x = randn_like(cond, generator)
-        for t, t_prev in track(list(zip(steps[:-1], steps[1:])), desc="icDPM sampling", enabled=progress):
-            t_B = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-            eps_hat = net.unet(x, t_B, cond, features)
-            x = self.process.step(eps_hat, t_B, torch.full_like(t_B, t_prev), x, generator=generator)
-        return x
+        return reverse(lambda x, t_B: net.unet(x, t_B, cond, features), self.process, randn_like(cond, generator),
+                       num_steps=self.config.num_sampling_steps, generator=generator, progress=progress,
+                       desc="icDPM sampling")
 
     @torch.no_grad()
     def restore(self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator, progress: bool = False

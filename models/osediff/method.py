@@ -10,25 +10,23 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from diffusers import UNet2DConditionModel
+from torch import nn
 
 from models.method import MethodDefaults
 from models.osediff.config import OSEDiffConfig
 from models.osediff.lora import export_adapters, import_adapters
 from models.osediff.losses import cfg_eps, vsd_loss
 from models.osediff.net import OSEDiffNet
-from models.osediff.process import add_noise, x0_from_eps
 from models.osediff.prompts import (
     encode_prompts,
+    inference_prompt,
     prompts_from_file,
     read_prompt_file,
-    inference_prompt,
 )
 from models.osediff.weights import SDParts, load_sd
 from models.rng import randint, randn
 from models.tiling import pad_to_multiple
-
 
 logger = logging.getLogger(__name__)
 
@@ -153,26 +151,26 @@ class OSEDiff(MethodDefaults):
         generator: torch.Generator,
     ) -> torch.Tensor:
         """VSD with gradient to the generator only: fake score (conditional, no CFG) vs CFG real score."""
-        acp, cfg = net.alphas_cumprod, self.config
+        process, cfg = net.process, self.config
         t_B = randint(cfg.vsd_t_min, cfg.vsd_t_max, z_BCHW.shape[0], generator, device=z_BCHW.device)
-        zt = add_noise(z_BCHW.detach(), randn(z_BCHW.shape, generator, device=z_BCHW.device), t_B, acp)
+        zt = process.add_noise(z_BCHW.detach().float(), randn(z_BCHW.shape, generator, device=z_BCHW.device), t_B)
         with torch.no_grad():
-            x0_fake = x0_from_eps(zt, net.score_unet(zt, t_B, encoder_hidden_states=c_BLD).sample, t_B, acp)
+            x0_fake = process.x0_from_eps(zt, net.score_unet(zt, t_B, encoder_hidden_states=c_BLD).sample.float(), t_B)
             with adapters_disabled(net.score_unet):
                 eps_2B = net.score_unet(
                     torch.cat([zt, zt]), torch.cat([t_B, t_B]), encoder_hidden_states=torch.cat([c_neg_BLD, c_BLD])
                 ).sample
             eps_real = cfg_eps(*eps_2B.float().chunk(2), cfg.cfg_vsd)
-            x0_real = x0_from_eps(zt, eps_real, t_B, acp)
+            x0_real = process.x0_from_eps(zt, eps_real, t_B)
         return vsd_loss(z_BCHW, x0_fake, x0_real)
 
     def _fake_score_loss(
         self, net: OSEDiffNet, z_BCHW: torch.Tensor, c_BLD: torch.Tensor, *, generator: torch.Generator
     ) -> torch.Tensor:
         """Diffusion (epsilon-MSE) loss of the fake score on the detached generator latent, t ~ U{0..999}."""
-        t_B = randint(0, net.alphas_cumprod.shape[0], z_BCHW.shape[0], generator, device=z_BCHW.device)
+        t_B = net.process.sample_t(z_BCHW.shape[0], generator=generator, device=z_BCHW.device)
         eps = randn(z_BCHW.shape, generator, device=z_BCHW.device)
-        zt = add_noise(z_BCHW, eps, t_B, net.alphas_cumprod)
+        zt = net.process.add_noise(z_BCHW.float(), eps, t_B)
         return F.mse_loss(net.score_unet(zt, t_B, encoder_hidden_states=c_BLD).sample.float(), eps)
 
     @torch.no_grad()

@@ -17,9 +17,9 @@ from torch import nn
 from models.osediff.config import OSEDiffConfig
 from models.osediff.lora import add_unet_lora, add_vae_lora
 from models.osediff.losses import build_lpips_vgg
-from models.osediff.process import x0_from_eps
 from models.osediff.prompts import Tagger
 from models.osediff.weights import SDParts
+from models.processes.ddpm import GaussianDDPM
 
 
 def _keep_trainable(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
@@ -60,7 +60,8 @@ class OSEDiffNet(nn.Module):
         self.tagger = None if config.tagger_path is None else Tagger(config.tagger_path, threshold=config.tagger_threshold)
         self.test_tagger = (None if config.test_tagger_path in (None, config.tagger_path)
                             else Tagger(config.test_tagger_path, threshold=config.tagger_threshold))
-        self.register_buffer("alphas_cumprod", parts.alphas_cumprod.float(), persistent=False)
+        # SD's eps-prediction forward process over the scheduler's abar table (no tensors: nothing to train or save).
+        self.process = GaussianDDPM(alphas_cumprod=parts.alphas_cumprod, prediction="eps")
         self.trainable_names = frozenset(n for n, p in self.named_parameters() if p.requires_grad)
         self.frozen_names = frozenset(self.state_dict(keep_vars=True)) - self.trainable_names
         self.register_state_dict_post_hook(_keep_trainable)
@@ -91,6 +92,6 @@ class OSEDiffNet(nn.Module):
         z_lq = self.vae.encode(lq_BCHW).latent_dist.sample(generator=generator) * scaling
         t_B = torch.full((lq_BCHW.shape[0],), self.config.t_gen, device=lq_BCHW.device, dtype=torch.long)
         eps = self.unet(z_lq, t_B, encoder_hidden_states=c_BLD).sample
-        z_hat = x0_from_eps(z_lq, eps, t_B, self.alphas_cumprod)
+        z_hat = self.process.x0_from_eps(z_lq.float(), eps.float(), t_B)  # float32, as diffusers' scheduler
         x_hat = self.vae.decode(z_hat / scaling).sample.clamp(-1.0, 1.0)
         return x_hat, z_hat

@@ -7,15 +7,18 @@ Legend: B batch, C channels, H height, W width; t_B integer steps in {0..T}; x_B
 """
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from models.rng import randint
+from models.rng import randint, randn_like
 
 Schedule = Literal["cosine", "linear", "constant"]
 SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant")
+Mode = Literal["sde", "posterior", "ode"]
+MODES: tuple[str, ...] = ("sde", "posterior", "ode")
 
 
 def theta_schedule(schedule: Schedule, T: int) -> torch.Tensor:
@@ -193,4 +196,42 @@ class IRSDE:
             return self.posterior_step(xt, eps_hat, mu, t_B, noise, t_prev_B)
         if mode == "ode":
             return self.reverse_ode_step(xt, eps_hat, mu, t_B, t_prev_B)
-        raise ValueError(f"mode must be one of ('sde', 'posterior', 'ode'), got {mode!r}")
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+    def reverse(self, mu: torch.Tensor, *, mode: Mode = "sde", temperature: float = 1.0) -> "IRSDEReverse":
+        """The reverse process towards x0 given mu = lq, as the sampling loop drives every process."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        return IRSDEReverse(sde=self, mu=mu, mode=mode, temperature=temperature)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IRSDEReverse:
+    """IRSDE bound to one mu, a mode and a temperature: timesteps, a start and step(out, t_B, t_prev_B, xt).
+
+    temperature scales every injected noise, the start included; 0 draws nothing (a deterministic path, the
+    mean path with mode 'posterior' or 'ode'). Each step draws its noise after the network call, so a seeded
+    run replays exactly.
+    """
+
+    sde: IRSDE
+    mu: torch.Tensor
+    mode: Mode
+    temperature: float
+
+    def _noise(self, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor | None:
+        return None if self.temperature == 0 else self.temperature * randn_like(like, generator)
+
+    def timesteps(self, num_steps: int | None = None) -> torch.Tensor:
+        return self.sde.timesteps(num_steps)
+
+    def start(self, generator: torch.Generator | None) -> torch.Tensor:
+        """x_T = mu + lambda * noise (just mu at temperature 0)."""
+        noise = self._noise(self.mu, generator)
+        return self.mu if noise is None else self.sde.prior(self.mu, noise)
+
+    def step(self, out: torch.Tensor, t_B: torch.Tensor, t_prev_B: torch.Tensor, xt: torch.Tensor, *,
+             generator: torch.Generator | None) -> torch.Tensor:
+        """One reverse step t -> t_prev from the predicted noise (out); the ODE draws no noise."""
+        noise = None if self.mode == "ode" else self._noise(xt, generator)
+        return self.sde.step(out, t_B, t_prev_B, xt, mu=self.mu, mode=self.mode, noise=noise)

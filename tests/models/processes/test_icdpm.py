@@ -62,7 +62,7 @@ def test_step_is_posterior_mean_plus_seeded_noise():
 
 
 def test_timesteps_and_sample_t_stay_in_range():
-    process = ICDPM(num_train_steps=10)
+    process = ICDPM(num_train_steps=10, schedule="cosine")  # linear at T = 10 would need betas > 1
     assert process.timesteps(5).tolist() == [9, 7, 5, 3, 1, -1]
     t = process.sample_t(1000, generator=torch.Generator().manual_seed(0))
     assert t.min() >= 0 and t.max() <= 9
@@ -72,4 +72,9 @@ def test_invalid_settings_are_rejected():
     with pytest.raises(ValueError, match="schedule"):
         ICDPM(schedule="sigmoid")
     with pytest.raises(ValueError, match="num_steps"):
-        ICDPM(num_train_steps=10).timesteps(11)
+        ICDPM(num_train_steps=10, schedule="cosine").timesteps(11)
+
+
+def test_a_linear_schedule_too_short_for_its_betas_is_refused():
+    with pytest.raises(ValueError, match="every beta in"):
+        ICDPM(num_train_steps=10)  # betas rescaled by 1000 / T reach 2.0

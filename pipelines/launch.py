@@ -232,7 +232,7 @@ def build_trainer(config: RunConfig, *, target: tracking.TrackingTarget, resume:
 
     from pipelines.data import build_train_dataset
     from pipelines.data import execution_options as data_execution_options
-    from pipelines.train import train_loop_per_worker
+    from pipelines.loop import train_loop_per_worker
 
     start_step = 0 if resume is None else resume[1]
     # The dataset keeps a copy of the context it was made under: these hold in every process that streams it.

@@ -1,4 +1,4 @@
-"""A run that a test stops at a known step (RESTORATION_TEST_HOLD in pipelines/train.py) to kill, interrupt or
+"""A run that a test stops at a known step (RESTORATION_TEST_HOLD in pipelines/loop.py) to kill, interrupt or
 disturb it there, and waiting on such a run's process with its output shown when anything goes wrong."""
 
 import subprocess

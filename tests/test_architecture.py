@@ -163,7 +163,7 @@ def test_torch_load_always_uses_weights_only():
 def test_importing_the_train_loop_loads_no_tracking_or_method_only_packages():
     # A Ray worker unpickles the train loop; mlflow, diffusers and the metric packages are loaded by the calls that use them.
     heavy = ("mlflow", "diffusers", "peft", "pyiqa", "lpips")
-    code = f"import sys, pipelines.train; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    code = f"import sys, pipelines.loop; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout + proc.stderr
@@ -185,3 +185,59 @@ def test_train_help_and_print_config_load_no_ray_mlflow_or_diffusers(flag):
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "torch" in imported, proc.stderr[-3000:]
     assert not imported & {"ray", "mlflow", "diffusers", "peft", "pandas"}, sorted(imported & {"ray", "mlflow"})
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_modules(tree: ast.AST, modules: set[str], *, deferred: bool) -> set[str]:
+    """The project modules a file imports: `from a.b import c` is a.b.c when that is a module, else a.b.
+
+    deferred=False skips imports inside functions and under `if TYPE_CHECKING:` (they run later or never).
+    """
+    found = set()
+
+    def visit(node: ast.AST) -> None:
+        if not deferred and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return
+        if not deferred and isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            return
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for alias in node.names:
+                child = f"{node.module}.{alias.name}"
+                found.add(child if child in modules else node.module)
+        for child_node in ast.iter_child_nodes(node):
+            visit(child_node)
+
+    visit(tree)
+    return found & modules
+
+
+def test_no_module_of_the_project_imports_itself_back():
+    """The import graph of the library packages has no cycle: module-level imports everywhere, and in
+    pipelines/ and tuning/ function-level ones too (launch.py imports the loop when a run starts, and the loop
+    imports neither launch.py nor train.py). A method config's build_method imports its method class when
+    called, the one deferred edge back that typed dispatch needs (models/*/config.py).
+    """
+    paths = {_module_name(p): p for p in _py_files(*LIBRARY_DIRS)}
+    graph = {name: _imported_modules(_parse(path), set(paths), deferred=name.split(".")[0] in ("pipelines", "tuning"))
+             - {name} for name, path in paths.items()}
+    state, cycles = {}, []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join([*stack[stack.index(nxt):], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert not cycles, cycles

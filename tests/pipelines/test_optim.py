@@ -174,7 +174,7 @@ def _lrs_after_resume(first_steps: int, total_steps: int, *, resumed_total: int)
     import torch
 
     from pipelines.recipes import debug
-    from pipelines.train import build_state, restore_state
+    from pipelines.loop import build_state, restore_state
 
     def config(num_steps):
         base = debug()

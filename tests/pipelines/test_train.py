@@ -57,7 +57,7 @@ def local_ray(tmp_path_factory):
     import ray
 
     crash_marker = tmp_path_factory.mktemp("crash") / "crashed"
-    # TEST ONLY (pipelines/train.py::_test_only_crash): rank 1 exits once after CRASH_STEP. Set before Ray starts
+    # TEST ONLY (pipelines/loop.py::_test_only_crash): rank 1 exits once after CRASH_STEP. Set before Ray starts
     # so that the worker processes inherit it; local-mode runs have rank 0 only and never crash.
     os.environ["RESTORATION_TEST_CRASH"] = f"1:{CRASH_STEP}:{crash_marker}"
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"
@@ -168,7 +168,7 @@ class _RegressionMethod(MethodDefaults):
 
 @pytest.mark.slow
 def test_accumulated_micro_batches_give_the_gradient_of_one_batch_of_their_samples(local_ray, tmp_path, monkeypatch):
-    import pipelines.train
+    import pipelines.loop
     from pipelines.checkpoints import load_state
 
     from models.refusion import RefusionConfig
@@ -235,7 +235,7 @@ def test_validation_scores_the_ema_or_the_raw_net_as_the_recipe_says():
 
     from pipelines.optim import build_ema
     from pipelines.recipes import RECIPES
-    from pipelines.train import TrainState, validation_net
+    from pipelines.loop import TrainState, validation_net
 
     net = torch.nn.Linear(2, 2)
     ema = build_ema(net, beta=0.9, every=1)

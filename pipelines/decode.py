@@ -4,27 +4,17 @@ PNG, JPEG, WebP, BMP and TIFF; 8-, 16-, 32-bit and float; gray, RGB and RGBA (co
 orientation applied. Anything that neither OpenCV nor Pillow decodes cleanly raises `DecodeError`.
 """
 
+import functools
 import io
+import itertools
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
-# EXIF orientation tag value -> numpy ops that turn the stored pixels upright (EXIF 2.32, tag 0x0112). These are
-# ImageOps.exif_transpose's eight transposes, on the numpy pixels: OpenCV decodes the 16-bit and float files whose
-# pixels no PIL image mode holds, so PIL cannot transpose them.
-_ORIENT = {
-    1: lambda a: a,
-    2: lambda a: a[:, ::-1],
-    3: lambda a: a[::-1, ::-1],
-    4: lambda a: a[::-1],
-    5: lambda a: a.swapaxes(0, 1),
-    6: lambda a: np.rot90(a, k=-1),
-    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
-    8: lambda a: np.rot90(a, k=1),
-}
 _ORIENTATION_TAG = 0x0112
 _BUFFER_REPR = re.compile(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>")  # Pillow names the buffer in its errors
 
@@ -75,7 +65,7 @@ def decode_image(src: str | bytes, *, max_pixels: int) -> np.ndarray:
     height, width = pixels_RGB.shape[:2]
     if height * width > max_pixels:
         raise ImageTooLarge(f"{where}: {width}x{height} exceeds max_pixels={max_pixels}")
-    return _to_rgb_float(_ORIENT[orientation](pixels_RGB), where)
+    return _to_rgb_float(_upright(orientation)(pixels_RGB), where)
 
 
 Image.MAX_IMAGE_PIXELS = None  # decode_image's max_pixels check (from the header) replaces PIL's limit
@@ -91,7 +81,30 @@ def _read_header(data: bytes, where: str, *, max_pixels: int) -> int:
             orientation = img.getexif().get(_ORIENTATION_TAG, 1)
     except (OSError, SyntaxError, ValueError) as e:
         raise DecodeError(f"{where}: not a readable image ({_BUFFER_REPR.sub('', str(e))})") from e
-    return orientation if orientation in _ORIENT else 1
+    return orientation if orientation in range(1, 9) else 1
+
+
+@functools.cache
+def _upright(orientation: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The numpy transpose that ImageOps.exif_transpose applies for an EXIF orientation (tag 0x0112).
+
+    Read off PIL itself on a 2x3 probe, so PIL stays the one definition: OpenCV decodes 16-bit and float files
+    whose pixels no PIL image mode holds, so the transpose runs on the numpy pixels.
+    """
+    probe = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    img = Image.fromarray(probe)
+    exif = img.getexif()
+    exif[_ORIENTATION_TAG] = orientation
+    img.info["exif"] = exif.tobytes()
+    upright = np.array(ImageOps.exif_transpose(img))
+    swap = upright.shape != probe.shape
+    for flip_rows, flip_cols in itertools.product((False, True), repeat=2):
+        def op(a: np.ndarray, swap=swap, flip_rows=flip_rows, flip_cols=flip_cols) -> np.ndarray:
+            a = a.swapaxes(0, 1) if swap else a
+            return a[::-1 if flip_rows else 1, ::-1 if flip_cols else 1]
+        if np.array_equal(op(probe), upright):
+            return op
+    raise AssertionError(f"no transpose matches ImageOps.exif_transpose for orientation {orientation}")
 
 
 def _decode_opencv(data: bytes) -> np.ndarray | None:

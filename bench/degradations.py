@@ -68,7 +68,7 @@ def bench_ray(config: DataConfig, num_pairs: int) -> tuple[float, float]:
         start = time.perf_counter()
         ds = build_train_dataset(config, num_samples=num_pairs)
         stamps = [(0, start)]  # (rows so far, time)
-        for batch in ds.iter_batches(batch_size=config.batch_size, batch_format="numpy"):
+        for batch in ds.iter_batches(batch_size=config.rows_per_task, batch_format="numpy"):
             stamps.append((stamps[-1][0] + len(batch["index"]), time.perf_counter()))
     finally:
         ray.shutdown()
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--margin", type=int, default=32)
     args = parser.parse_args()
     config = DataConfig(source=SampleImages(), degradation=RealESRGANConfig(scale=4), patch_size=256,
-                        crop_margin=args.margin, num_cpu_workers=args.workers, cpus_per_worker=1.0, batch_size=8)
+                        crop_margin=args.margin, num_cpu_workers=args.workers, cpus_per_worker=1.0, rows_per_task=8)
     print(f"P=256, x4 Real-ESRGAN (x4plus defaults, usm_gt), {256 + args.margin}^2 crops degraded, "
           f"{args.num_pairs} pairs; load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     single = bench_single(config, args.num_pairs)

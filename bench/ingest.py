@@ -24,11 +24,11 @@ from degradations import MotionBlurConfig
 from pipelines.batching import to_model
 from pipelines.data import build_train_dataset
 from pipelines.optim import build_optimizer, build_scheduler
-from pipelines.recipes import RECIPES, RunConfig
+from pipelines.recipes import RECIPES, ExperimentConfig
 from pipelines.samples import SampleImages
 
 
-def bench_config(name: str, *, num_cpu_workers: int) -> RunConfig:
+def bench_config(name: str, *, num_cpu_workers: int) -> ExperimentConfig:
     """The recipe with sample photos as data (motion blur stands in for paired deblurring/deshadow data)."""
     config = RECIPES[name]()
     data = config.data
@@ -38,7 +38,7 @@ def bench_config(name: str, *, num_cpu_workers: int) -> RunConfig:
     return dataclasses.replace(config, data=dataclasses.replace(data, num_cpu_workers=num_cpu_workers))
 
 
-def delivered(config: RunConfig, num_batches: int) -> float:
+def delivered(config: ExperimentConfig, num_batches: int) -> float:
     """Samples/s out of iter_torch_batches with no training (first batch excluded: pipeline start-up)."""
     batch_size = config.train.batch_size
     ds = build_train_dataset(config.data, num_samples=(num_batches + 1) * batch_size)
@@ -50,7 +50,7 @@ def delivered(config: RunConfig, num_batches: int) -> float:
     return num_batches * batch_size / (time.perf_counter() - t0)
 
 
-def train_step_fn(config: RunConfig, device: torch.device):
+def train_step_fn(config: ExperimentConfig, device: torch.device):
     method = config.method.build_method()
     net = method.build().to(device)
     optimizer = build_optimizer(config.optim, method.param_groups(net))
@@ -71,7 +71,7 @@ def train_step_fn(config: RunConfig, device: torch.device):
     return step
 
 
-def consumed(config: RunConfig, num_steps: int, device: torch.device) -> float:
+def consumed(config: ExperimentConfig, num_steps: int, device: torch.device) -> float:
     """Samples/s of training steps on one in-memory batch (no data loading at all)."""
     p, q = config.data.patch_size, config.data.patch_size // config.data.scale
     hq = torch.randint(0, 256, (config.train.batch_size, p, p, 3), dtype=torch.uint8)
@@ -84,7 +84,7 @@ def consumed(config: RunConfig, num_steps: int, device: torch.device) -> float:
     return num_steps * config.train.batch_size / (time.perf_counter() - t0)
 
 
-def fed(config: RunConfig, num_steps: int, device: torch.device) -> tuple[float, float]:
+def fed(config: ExperimentConfig, num_steps: int, device: torch.device) -> tuple[float, float]:
     """(samples/s, data-wait fraction) of training steps fed by the Ray Data pipeline, after one warm-up step."""
     batch_size = config.train.batch_size
     ds = build_train_dataset(config.data, num_samples=(num_steps + 1) * batch_size)

@@ -36,7 +36,7 @@ from pipelines.batching import to_image, to_model
 from pipelines.data import build_val_set
 from pipelines.evaluate import evaluate, upsample_input
 from pipelines.launch import run_training
-from pipelines.recipes import RunConfig
+from pipelines.recipes import ExperimentConfig
 from pipelines.tracking import metric_history
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class Bench:
 
     method: str
     task: str
-    stages: tuple[Callable[[str | None], RunConfig], ...]
+    stages: tuple[Callable[[str | None], ExperimentConfig], ...]
     minutes: float  # measured for the default steps on the 2-core CPU machine (README)
     baseline: str | None = None  # "nlm" (OpenCV non-local means) or "bicubic"
 
@@ -114,7 +114,8 @@ class HoleScores:
                 f"output {self.psnr:.2f} dB (gain {self.gain:+.2f} dB; Telea {self.baseline_psnr:.2f} dB)")
 
 
-def scaled(config: RunConfig, factor: float, *, num_validations: int = 4, val_patch_size: int | None = None) -> RunConfig:
+def scaled(config: ExperimentConfig, factor: float, *, num_validations: int = 4,
+           val_patch_size: int | None = None) -> ExperimentConfig:
     """The config with num_steps scaled by `factor` and `num_validations` validations (and checkpoints) spread
     over it, optionally on smaller held-out crops; phased methods keep their phase fractions."""
     if val_patch_size is not None:
@@ -159,7 +160,7 @@ def run_bench(name: str, *, minutes: float | None = None, storage_path: str = "r
                          minutes=(time.perf_counter() - started) / 60, checkpoint=previous, holes=holes)
 
 
-def hole_masks(config: RunConfig) -> list[np.ndarray]:
+def hole_masks(config: ExperimentConfig) -> list[np.ndarray]:
     """HxW bool holes of the held-out crops. The fill draws nothing from the rng, so the validation pairs built
     with fill 0 and with fill 1 have the same holes and differ exactly in them."""
     data = config.data
@@ -174,11 +175,11 @@ def hole_psnr(out: np.ndarray, hq: np.ndarray, holes: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / max(np.mean(error**2), 1e-10)))
 
 
-def score_holes(config: RunConfig, checkpoint: Path, hqs: list[np.ndarray], lqs: list[np.ndarray]) -> HoleScores:
+def score_holes(config: ExperimentConfig, checkpoint: Path, hqs: list[np.ndarray], lqs: list[np.ndarray]) -> HoleScores:
     """Restore the held-out crops with the run's checkpoint (restore.py's weights) and score inside the holes."""
-    from pipelines.restore import load_checkpoint
+    from pipelines.restore import load_model
 
-    method, net, _ = load_checkpoint(checkpoint, device=torch.device("cpu"))
+    method, net, _ = load_model(checkpoint, device=torch.device("cpu"))
     generator = torch.Generator().manual_seed(config.seed)
     masks = hole_masks(config)
     inputs, outputs, telea = [], [], score_telea(hqs, lqs, masks, protocol=PROTOCOLS[config.protocol])[1]
@@ -239,7 +240,7 @@ def run_osediff(*, minutes: float | None = None, storage_path: str = "runs", mlf
                           lq_psnr=result.metrics["val/lq_psnr"], losses=losses, num_images=len(val_set[0]))
 
 
-def score_at_step_0(config: RunConfig) -> dict[str, float]:
+def score_at_step_0(config: ExperimentConfig) -> dict[str, float]:
     """Held-out scores of the net the training loop starts from (same seed, same build), before any step."""
     method = config.method.build_method()
     torch.manual_seed(config.seed)
@@ -300,12 +301,12 @@ def score_real_pairs(checkpoint: Path, folder: Path, *, device: torch.device = t
     """(bicubic means, model means, pairs) of PSNR/SSIM (sr-y) on folder/test_LR -> folder/test_HR, through
     evaluate.py's pairing and scoring and restore.py's restore (seed = index, as restore.py numbers images)."""
     from pipelines.evaluate import pair_folders, score_pairs
-    from pipelines.restore import load_checkpoint, restore_image
+    from pipelines.restore import load_model, restore_image
 
     pairs, unmatched = pair_folders(folder / "test_HR", lq_dir=folder / "test_LR")
     if unmatched:
         logger.warning("DRealSR: %d files without a partner: %s", len(unmatched), ", ".join(unmatched[:5]))
-    method, net, config = load_checkpoint(checkpoint, device=device)
+    method, net, config = load_model(checkpoint, device=device)
     scale, protocol = config.method.scale, PROTOCOLS["sr-y"]
     seeds = {pair.stem: i for i, pair in enumerate(pairs)}
 

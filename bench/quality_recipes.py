@@ -15,10 +15,10 @@ from models.nets.latent_unet import TINY_UNET
 from models.refusion import LatentAutoencoderConfig, latent_refusion_tiny
 from pipelines.data import DataConfig
 from pipelines.optim import OptimConfig
-from pipelines.recipes import RunConfig, demo, osediff_tiny
+from pipelines.recipes import ExperimentConfig, demo, osediff_tiny
 
 
-def _cpu(name: str, method, data: DataConfig, *, lr: float, num_steps: int, batch_size: int = 8) -> RunConfig:
+def _cpu(name: str, method, data: DataConfig, *, lr: float, num_steps: int, batch_size: int = 8) -> ExperimentConfig:
     """The demo's loop settings (Adam + cosine, short EMA, 2 threads) around another method and task."""
     base = demo()
     return dataclasses.replace(
@@ -30,20 +30,20 @@ def _cpu(name: str, method, data: DataConfig, *, lr: float, num_steps: int, batc
 
 def _photos(degradation, *, patch_size: int = 48, crop_margin: int = 0) -> DataConfig:
     return DataConfig(degradation=degradation, patch_size=patch_size, crop_margin=crop_margin, num_cpu_workers=1,
-                      batch_size=32, val_images=2, val_patch_size=256)
+                      rows_per_task=32, val_images=2, val_patch_size=256)
 
 
 NOISE = GaussianNoiseConfig(sigma_range=(10.0, 30.0))
 BLUR = MotionBlurConfig()
 
 
-def refusion_denoise(previous: str | None = None) -> RunConfig:
+def refusion_denoise(previous: str | None = None) -> ExperimentConfig:
     """The demo recipe, trained longer."""
     return dataclasses.replace(demo(), name="refusion_denoise",
                                train=dataclasses.replace(demo().train, num_steps=1600))
 
 
-def refusion_deblur(previous: str | None = None) -> RunConfig:
+def refusion_deblur(previous: str | None = None) -> ExperimentConfig:
     """Pixel Refusion on synthetic camera-shake blur: a three-level NAFNet (the blur needs the receptive
     field) and the paper's T=100 (T=10 and T=50 did worse here)."""
     net = dataclasses.replace(demo().method.net, enc_blocks=(1, 1, 1), dec_blocks=(1, 1, 1))
@@ -51,7 +51,7 @@ def refusion_deblur(previous: str | None = None) -> RunConfig:
     return _cpu("refusion_deblur", method, _photos(BLUR, patch_size=64, crop_margin=16), lr=2e-3, num_steps=1500)
 
 
-def refusion_inpaint(previous: str | None = None) -> RunConfig:
+def refusion_inpaint(previous: str | None = None) -> ExperimentConfig:
     """The demo's Refusion filling free-form strokes and boxes (white, as the official inpainting) on 64^2 crops."""
     data = dataclasses.replace(demo().data, degradation=MaskConfig(), patch_size=64)
     method = dataclasses.replace(demo().method, max_sigma=50.0)  # inpainting/options/train/refusion.yml
@@ -59,13 +59,13 @@ def refusion_inpaint(previous: str | None = None) -> RunConfig:
                                train=dataclasses.replace(demo().train, num_steps=1600))
 
 
-def latent_autoencoder_denoise(previous: str | None = None) -> RunConfig:
+def latent_autoencoder_denoise(previous: str | None = None) -> ExperimentConfig:
     """Latent Refusion stage 1: the tiny 8x compressor pretrained on noisy/clean pairs (lq/hq swapped half the time)."""
     return _cpu("latent_ae_denoise", LatentAutoencoderConfig(net=TINY_UNET), _photos(NOISE, patch_size=64), lr=2e-3,
                 num_steps=600)
 
 
-def latent_refusion_denoise(previous: str | None) -> RunConfig:
+def latent_refusion_denoise(previous: str | None) -> ExperimentConfig:
     """Latent Refusion stage 2: the IR-SDE in the frozen compressor's latent space (the demo's process)."""
     method = dataclasses.replace(latent_refusion_tiny(autoencoder_path=previous), T=10, max_sigma=30.0,
                                  sampler="posterior")
@@ -83,30 +83,30 @@ SR_DATA = _photos(BicubicConfig(scale=4), patch_size=96)
 REAL_SR_DATA = _photos(RealESRGANConfig(), patch_size=96, crop_margin=32)
 
 
-def diffir_realsr_s1(previous: str | None = None) -> RunConfig:
+def diffir_realsr_s1(previous: str | None = None) -> ExperimentConfig:
     """DiffIR stage 1 on x4 SR with Real-ESRGAN's synthetic degradations (blur, noise, JPEG, twice), for the
     real-world test on DRealSR (bench/quality.py --method diffir-realsr)."""
     return dataclasses.replace(diffir_sr_s1(), name="diffir_realsr_s1", data=REAL_SR_DATA)
 
 
-def diffir_realsr_s2(previous: str | None) -> RunConfig:
+def diffir_realsr_s2(previous: str | None) -> ExperimentConfig:
     """DiffIR stage 2 from diffir_realsr_s1, on the same synthetic degradations."""
     return dataclasses.replace(diffir_sr_s2(previous), name="diffir_realsr_s2", data=REAL_SR_DATA)
 
 
-def diffir_sr_s1(previous: str | None = None) -> RunConfig:
+def diffir_sr_s1(previous: str | None = None) -> ExperimentConfig:
     """DiffIR stage 1 on x4 bicubic SR: CPEN_S1 sees the GT and the DIRformer learns to use its prior."""
     config = _cpu("diffir_sr_s1", _diffir_tiny_sr(stage=1), SR_DATA, lr=2e-3, num_steps=2000, batch_size=6)
     return dataclasses.replace(config, train=dataclasses.replace(config.train, num_val_images=0))  # needs the GT
 
 
-def diffir_sr_s2(previous: str | None) -> RunConfig:
+def diffir_sr_s2(previous: str | None) -> ExperimentConfig:
     """DiffIR stage 2 from stage 1: the prior-only phase (CPEN_S2 + denoiser), then joint training."""
     method = _diffir_tiny_sr(stage=2, init_from=previous, prior_only_steps=150)
     return _cpu("diffir_sr_s2", method, SR_DATA, lr=1e-3, num_steps=600, batch_size=6)
 
 
-def msgd_deblur(previous: str | None = None) -> RunConfig:
+def msgd_deblur(previous: str | None = None) -> ExperimentConfig:
     """MSGD on synthetic camera-shake blur: regression warm start of the guidance net, then the ramped icDPM loss.
     UNet base 16, cosine schedule, 20 ancestral steps and the paper's sample averaging (4 samples)."""
     tiny = msgd_configs.tiny(warmup_steps=300, ramp_steps=200)
@@ -115,7 +115,7 @@ def msgd_deblur(previous: str | None = None) -> RunConfig:
     return _cpu("msgd_deblur", method, _photos(BLUR, patch_size=64, crop_margin=16), lr=1e-3, num_steps=1500)
 
 
-def osediff_tiny_sr(previous: str | None = None) -> RunConfig:
+def osediff_tiny_sr(previous: str | None = None) -> ExperimentConfig:
     """OSEDiff on a tiny random SD, x4 bicubic SR: its losses and held-out PSNR move, but a random SD cannot
     restore; real quality needs the SD 2.1-base weights and a GPU (recipe osediff_sd21)."""
     base = osediff_tiny()
@@ -127,7 +127,7 @@ def osediff_tiny_sr(previous: str | None = None) -> RunConfig:
                                scaling=demo().scaling)
 
 
-def rescale_phases(config: RunConfig, factor: float) -> RunConfig:
+def rescale_phases(config: ExperimentConfig, factor: float) -> ExperimentConfig:
     """Scale a phased method's phase lengths with its num_steps (DiffIR's prior-only steps, MSGD's warm start)."""
     method = config.method
     if getattr(method, "kind", None) == "diffir" and method.stage == 2:

@@ -54,11 +54,6 @@ class MaskConfig:
     def scale(self) -> int:
         return 1
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "MaskConfig":
-        """Inverse of dataclasses.asdict (JSON lists become tuples)."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MaskParams:

@@ -58,7 +58,7 @@ def load_state(directory: str | Path, *, map_location: str | torch.device = "cpu
 
 
 def read_config(directory: str | Path) -> dict:
-    """The run config saved beside the weights, as a plain dict (use RunConfig.from_dict)."""
+    """The run config saved beside the weights, as a plain dict (use ExperimentConfig.from_dict)."""
     return json.loads((Path(directory) / CONFIG_FILE).read_text())
 
 

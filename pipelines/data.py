@@ -89,7 +89,7 @@ class DataConfig:
     seed: int = 0
     num_cpu_workers: int = 2
     cpus_per_worker: float = 1.0
-    batch_size: int = 16
+    rows_per_task: int = 16  # Ray Data rows per map_batches call of a degradation actor (not the training batch)
     max_image_pixels: int = 100_000_000
     decode_cache_mb: int = 256  # per worker; decoded images kept for later epochs (0: off)
     # Node labels the degradation actors must run on, e.g. {"ray-subcluster": "data"} (cluster/README.md).
@@ -118,7 +118,7 @@ class DataConfig:
             raise ValueError(f"seed={self.seed}: must be in [0, 2**32)")
         if self.decode_cache_mb < 0:
             raise ValueError(f"decode_cache_mb={self.decode_cache_mb}: must be >= 0")
-        for name in ("num_cpu_workers", "batch_size", "max_image_pixels"):
+        for name in ("num_cpu_workers", "rows_per_task", "max_image_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
         if self.cpus_per_worker <= 0:
@@ -322,7 +322,7 @@ def build_train_dataset(config: DataConfig, *, num_samples: int, start_index: in
         compute=ray.data.ActorPoolStrategy(size=config.num_cpu_workers),
         num_cpus=config.cpus_per_worker,
         label_selector=config.label_selector,
-        batch_size=config.batch_size,
+        batch_size=config.rows_per_task,
         batch_format="numpy",
     )
     ds.context.execution_options = execution_options(config)

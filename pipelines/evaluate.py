@@ -33,7 +33,7 @@ from models.metrics import (FULL_REFERENCE, LEARNED, NO_REFERENCE, PIXEL, PROTOC
 from pipelines import cli, tracking  # noqa: E402
 from pipelines.batching import to_image, to_model  # noqa: E402
 from pipelines.decode import DecodeError  # noqa: E402
-from pipelines.restore import list_inputs, load_checkpoint, read_image, restore_image, write_image  # noqa: E402
+from pipelines.restore import list_inputs, load_model, read_image, restore_image, write_image  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> Evaluation:
         logger.warning("not scored: %s", line)
     if args.checkpoint is not None:
         with cli.user_input(f"--checkpoint {args.checkpoint}"):
-            method, net, config = load_checkpoint(args.checkpoint, device=device)
+            method, net, config = load_model(args.checkpoint, device=device)
         # restore.py's seeds: --seed plus the image's index in the input folder
         seeds = {path.stem: args.seed + i for i, path in enumerate(list_inputs(args.lq))}
 

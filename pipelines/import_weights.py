@@ -32,7 +32,7 @@ import torch
 
 from pipelines import cli
 from pipelines.checkpoints import write_checkpoint
-from pipelines.recipes import RECIPES, RunConfig, apply_overrides
+from pipelines.recipes import RECIPES, ExperimentConfig, apply_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -77,17 +77,17 @@ def _load_exactly(net: torch.nn.Module, weights: dict[str, torch.Tensor], *, wha
                             f"unexpected {result.unexpected_keys[:5]}")
 
 
-def _checkpoint(net: torch.nn.Module, config: RunConfig, out: Path) -> Path:
+def _checkpoint(net: torch.nn.Module, config: ExperimentConfig, out: Path) -> Path:
     state = {"net": net.state_dict(), "ema": None, "optimizer": {}, "scheduler": {}, "step": 0}
     return write_checkpoint(out, state=state, config=config.to_dict())
 
 
-def _with_sets(config: RunConfig, sets: list[str]) -> RunConfig:
+def _with_sets(config: ExperimentConfig, sets: list[str]) -> ExperimentConfig:
     with cli.user_input("--set"):
         return apply_overrides(config, sets=sets)
 
 
-def import_refusion(args: argparse.Namespace, config: RunConfig) -> Path:
+def import_refusion(args: argparse.Namespace, config: ExperimentConfig) -> Path:
     """Refusion's ConditionalNAFNet or IR-SDE's ConditionalUNet, told apart by their first layer's name."""
     from models.refusion import Refusion, official
 
@@ -109,7 +109,7 @@ def import_refusion(args: argparse.Namespace, config: RunConfig) -> Path:
     return _checkpoint(net, config, args.out)
 
 
-def import_diffir(args: argparse.Namespace, config: RunConfig) -> Path:
+def import_diffir(args: argparse.Namespace, config: ExperimentConfig) -> Path:
     from models.diffir import DiffIR
     from models.diffir.official import official_config, rename_stage2, rename_teacher
 
@@ -137,7 +137,7 @@ def import_diffir(args: argparse.Namespace, config: RunConfig) -> Path:
     return _checkpoint(net, config, args.out)
 
 
-def import_osediff(args: argparse.Namespace, config: RunConfig) -> Path:
+def import_osediff(args: argparse.Namespace, config: ExperimentConfig) -> Path:
     from models.osediff import OSEDiff
     from models.osediff.official import PEFT_DEFAULT_ALPHA, check_targets, generator_weights, read_official
 

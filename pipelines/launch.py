@@ -26,7 +26,7 @@ from pipelines.checkpoints import (
     run_uri,
 )
 from pipelines.data import check_data
-from pipelines.recipes import METHOD_KINDS, RECIPES, RunConfig, apply_overrides
+from pipelines.recipes import METHOD_KINDS, RECIPES, ExperimentConfig, apply_overrides
 from pipelines.sources import FolderSource
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, tuple[str, int] | None]:
+def resolve_config(args: argparse.Namespace) -> tuple[ExperimentConfig, tuple[str, int] | None]:
     """The run's config and, for --resume, (checkpoint uri, step) of the checkpoint it continues from."""
     sets = list(args.set)
     for flag, key in ((args.num_workers, "scaling.num_workers"), (args.use_gpu, "scaling.use_gpu"),
@@ -85,18 +85,19 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, tuple[str, int]
             uri, step, _, saved_config = load_latest_checkpoint(candidates)
         except CheckpointError as error:
             raise cli.UserError(f"--resume {args.resume}: {error}") from error
-        base = RunConfig.from_dict(saved_config)
+        base = ExperimentConfig.from_dict(saved_config)
         check_resume_flags(args, base, sets=sets)
         return apply_overrides(base, files=args.config, sets=sets), (uri, step)
     config = apply_overrides(recipe_config(args), files=args.config, sets=sets)
     name = args.name or f"{config.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     storage_path = config.storage_path
-    if storage_path == RunConfig.__dataclass_fields__["storage_path"].default:  # no flag, --set or --config chose it
+    # No flag, --set or --config chose it:
+    if storage_path == ExperimentConfig.__dataclass_fields__["storage_path"].default:
         storage_path = cli.default_storage_path()
     return dataclasses.replace(config, name=name, storage_path=storage_path), None
 
 
-def recipe_config(args: argparse.Namespace) -> RunConfig:
+def recipe_config(args: argparse.Namespace) -> ExperimentConfig:
     """The config that --method/--recipe/--smoke-test/--data pick, before --config and --set."""
     recipe = args.recipe or "demo"
     if args.method is not None and not recipe.startswith(args.method) and f"{args.method}_{recipe}" in RECIPES:
@@ -113,7 +114,7 @@ def recipe_config(args: argparse.Namespace) -> RunConfig:
     return config
 
 
-def check_resume_flags(args: argparse.Namespace, stored: RunConfig, *, sets: list[str]) -> None:
+def check_resume_flags(args: argparse.Namespace, stored: ExperimentConfig, *, sets: list[str]) -> None:
     """--resume continues the stored config (changed only by --set/--config). Flags that pick a config
     (--method, --recipe, --smoke-test, --data) may be repeated from the original command, but must give the
     stored config (with the same --set/--config); --name must be the run's. Anything else is refused."""
@@ -138,7 +139,7 @@ def check_resume_flags(args: argparse.Namespace, stored: RunConfig, *, sets: lis
         raise cli.UserError(f"--resume {args.resume} continues the stored run: " + "; ".join(wrong))
 
 
-def smoke(config: RunConfig) -> RunConfig:
+def smoke(config: ExperimentConfig) -> ExperimentConfig:
     """The same recipe, shortened: a few steps, one validation image, two checkpoints, CPU unless a GPU exists."""
     train = dataclasses.replace(config.train, num_steps=8, batch_size=2, val_every=4, ckpt_every=4, log_every=2,
                                 num_val_images=1)
@@ -167,7 +168,7 @@ class TrainingResult:
     target: tracking.TrackingTarget
 
 
-def run_training(config: RunConfig, *, resume: tuple[str, int] | None = None, mlflow_uri: str | None = None,
+def run_training(config: ExperimentConfig, *, resume: tuple[str, int] | None = None, mlflow_uri: str | None = None,
                  experiment: str = "restoration") -> TrainingResult:
     """Train `config` on Ray Train (joining RAY_ADDRESS, an initialised Ray, or a local one it starts), tracked
     in MLflow; prints the end-of-run summary. `resume` is (checkpoint uri, step), as `resolve_config` returns."""
@@ -206,7 +207,7 @@ def run_training(config: RunConfig, *, resume: tuple[str, int] | None = None, ml
     return TrainingResult(checkpoint=final, metrics=metrics, target=target)
 
 
-def init_ray(config: RunConfig) -> None:
+def init_ray(config: ExperimentConfig) -> None:
     """Join RAY_ADDRESS (set by `ray job submit`) or start a local Ray with enough logical CPUs for the run.
 
     Logical CPUs may exceed the cores: a trainer that books every CPU would starve the Ray Data actors.
@@ -223,7 +224,7 @@ def init_ray(config: RunConfig) -> None:
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), runtime_env=runtime_env)
 
 
-def build_trainer(config: RunConfig, *, target: tracking.TrackingTarget, resume: tuple[str, int] | None,
+def build_trainer(config: ExperimentConfig, *, target: tracking.TrackingTarget, resume: tuple[str, int] | None,
                   storage_path: str, run: str) -> "TorchTrainer":
     """TorchTrainer over the Ray Data stream; the stream covers exactly the steps still to run."""
     import ray.data
@@ -271,7 +272,7 @@ def build_trainer(config: RunConfig, *, target: tracking.TrackingTarget, resume:
     )
 
 
-def global_batch_line(config: RunConfig) -> tuple[int, str]:
+def global_batch_line(config: ExperimentConfig) -> tuple[int, str]:
     """(log level, line) stating the global batch, a warning when it is not the official run's."""
     workers = max(1, config.scaling.num_workers)
     accum = config.grad_accum_steps
@@ -285,8 +286,8 @@ def global_batch_line(config: RunConfig) -> tuple[int, str]:
                              "match it with --num-workers, --set train.batch_size=N or --set train.grad_accum=N")
 
 
-def start_tracking(config: RunConfig, *, mlflow_uri: str | None, experiment: str, resuming: bool, storage_path: str,
-                   run: str) -> tracking.TrackingTarget:
+def start_tracking(config: ExperimentConfig, *, mlflow_uri: str | None, experiment: str, resuming: bool,
+                   storage_path: str, run: str) -> tracking.TrackingTarget:
     """Create (or, for --resume, reopen) the MLflow run; its id is stored in the run dir."""
     import pyarrow.fs
     import ray
@@ -314,7 +315,7 @@ def start_tracking(config: RunConfig, *, mlflow_uri: str | None, experiment: str
     return target
 
 
-def summary(config: RunConfig, *, run: str, final: tuple[str, int] | None, target: tracking.TrackingTarget,
+def summary(config: ExperimentConfig, *, run: str, final: tuple[str, int] | None, target: tracking.TrackingTarget,
             seconds: float, metrics: dict) -> None:
     """The end-of-run lines: checkpoint, held-out scores of the input beside the output's, grid image, MLflow."""
     from pipelines.evaluate import format_scores

@@ -34,7 +34,7 @@ from pipelines.checkpoints import (
 from pipelines.data import build_val_set, train_manifest
 from pipelines.evaluate import evaluate, format_scores
 from pipelines.optim import ScheduleSpan, build_ema, build_optimizer, build_scheduler, resume_ema
-from pipelines.recipes import RunConfig
+from pipelines.recipes import ExperimentConfig
 from pipelines.tracking import Tracker, TrackingTarget
 from pipelines.train_step import TrainStep, no_sync
 
@@ -58,7 +58,7 @@ class TrainState:
 def train_loop_per_worker(loop_config: dict) -> None:
     """Runs on every Ray Train worker (or in the driver in local mode); `loop_config` is built by launch.py."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = RunConfig.from_dict(loop_config["run"])
+    config = ExperimentConfig.from_dict(loop_config["run"])
     rank, world_size = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
     device = ray.train.torch.get_device()
     if device.type == "cpu":  # one intra-op thread per booked CPU: more oversubscribes a node shared with Ray Data
@@ -184,7 +184,7 @@ class Window:
         }
 
 
-def build_state(config: RunConfig, method, *, device: torch.device, world_size: int) -> TrainState:
+def build_state(config: ExperimentConfig, method, *, device: torch.device, world_size: int) -> TrainState:
     """Net, its TrainStep (DDP over gloo/NCCL when world_size > 1), EMA copy, optimiser and per-step schedule."""
     net = method.build().to(device)
     t = config.train
@@ -220,7 +220,7 @@ def load_saved_state(loop_config: dict, *, device: torch.device) -> dict | None:
     return load_latest_checkpoint(list_checkpoints(storage_path, name), map_location=device)[2]
 
 
-def restore_state(state: TrainState, saved: dict, config: RunConfig) -> None:
+def restore_state(state: TrainState, saved: dict, config: ExperimentConfig) -> None:
     """Weights, EMA, optimiser and schedule of a checkpoint; the schedule continues over config.train.num_steps.
 
     Resumed with the same num_steps, the saved span is rebuilt and the run goes on exactly. With another
@@ -243,7 +243,7 @@ def restore_state(state: TrainState, saved: dict, config: RunConfig) -> None:
     state.step = saved["step"]
 
 
-def save_and_report(state: TrainState, config: RunConfig, *, rank: int, loop_config: dict, metrics: dict,
+def save_and_report(state: TrainState, config: ExperimentConfig, *, rank: int, loop_config: dict, metrics: dict,
                     grid: np.ndarray | None = None) -> None:
     """Every rank reports (a barrier); rank 0 attaches the checkpoint, written atomically to a temp dir, with the
     validation grid of this step (LQ | output | GT) as VALIDATION_IMAGE when there is one."""
@@ -278,7 +278,7 @@ def encode_png(rgb_HWC: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
-def validation_net(state: TrainState, config: RunConfig) -> nn.Module:
+def validation_net(state: TrainState, config: ExperimentConfig) -> nn.Module:
     """The weights validation scores: the EMA (when kept) or, with train.validate_weights = net, the raw net."""
     if state.ema is not None and config.train.validate_weights == "ema":
         return state.ema.ema_model

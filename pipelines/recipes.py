@@ -1,4 +1,4 @@
-"""Run configs: `RunConfig` and one function per recipe, for every method.
+"""Run configs: `ExperimentConfig` and one function per recipe, for every method.
 
 Refusion / IR-SDE (arXiv 2304.08291, 2301.11699): the official `codes/config/*/options/train/*.yml`
 values (shared/reference/refusion.md section 5a). OSEDiff, DiffIR and MSGD: the values of
@@ -118,7 +118,7 @@ class ScalingSettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class RunConfig:
+class ExperimentConfig:
     """Everything a training run depends on; saved as config.json with every checkpoint."""
 
     name: str
@@ -146,9 +146,9 @@ class RunConfig:
                              "data.val_images >= 1 or data.val_source (or train.num_val_images=0)")
 
     @staticmethod
-    def from_dict(d: dict) -> "RunConfig":
+    def from_dict(d: dict) -> "ExperimentConfig":
         """Strict inverse of `to_dict`: unknown keys raise ValueError naming the dotted key."""
-        return from_dict(RunConfig, d)
+        return from_dict(ExperimentConfig, d)
 
     def to_dict(self) -> dict:
         return to_dict(self)
@@ -171,7 +171,7 @@ class RunConfig:
         return self.train.batch_size * max(1, self.scaling.num_workers) * self.grad_accum_steps
 
 
-def apply_overrides(config: RunConfig, *, files: list[str] = (), sets: list[str] = ()) -> RunConfig:
+def apply_overrides(config: ExperimentConfig, *, files: list[str] = (), sets: list[str] = ()) -> ExperimentConfig:
     """Merge YAML/JSON files, then `dotted.key=value` overrides, into `config`; the result is validated.
 
     A file holds nested mappings (`optim: {lr: 1e-4}`), dotted keys (`optim.lr: 1e-4`) or both; an empty file
@@ -187,11 +187,11 @@ def apply_overrides(config: RunConfig, *, files: list[str] = (), sets: list[str]
         set_dotted(tree, key.strip(), parse_scalar(value))
         if key.strip() == "seed":
             tie_data_seed(tree)
-    return RunConfig.from_dict(tree)
+    return ExperimentConfig.from_dict(tree)
 
 
 def tie_data_seed(tree: dict) -> None:
-    """After `seed` changed in a RunConfig dict: the run has one seed, so degradations draw from it too."""
+    """After `seed` changed in a ExperimentConfig dict: the run has one seed, so degradations draw from it too."""
     tree["data"]["seed"] = tree["seed"]
 
 
@@ -214,19 +214,19 @@ def _merge_file(tree: dict, path: str) -> dict:
                 set_dotted(tree, key, value)
         if "seed" in overlay:
             tie_data_seed(tree)
-        RunConfig.from_dict(tree)  # validated here, so an error names this file
+        ExperimentConfig.from_dict(tree)  # validated here, so an error names this file
     except ValueError as error:
         raise ValueError(f"--config {path}: {error}") from error
     return tree
 
 
-def debug() -> RunConfig:
+def debug() -> ExperimentConfig:
     """Tiny Refusion denoising the embedded sample photos, P=64, x1 Gaussian noise, CPU; well under a minute."""
-    return RunConfig(
+    return ExperimentConfig(
         name="debug",
         method=dataclasses.replace(refusion_tiny(), T=20),
         data=DataConfig(degradation=GaussianNoiseConfig(sigma_range=(10.0, 30.0)), patch_size=64, crop_margin=0,
-                        num_cpu_workers=1, batch_size=8),
+                        num_cpu_workers=1, rows_per_task=8),
         optim=OptimConfig(name="adam", lr=1e-2, scheduler="cosine", eta_min=1e-4),  # tiny net, few steps
         # EMA over the last ~10 steps: the paper's 0.995 / 10 would keep the initial weights in a 30-step run.
         train=TrainConfig(num_steps=30, batch_size=4, val_every=15, ckpt_every=15, log_every=5, num_val_images=2,
@@ -234,7 +234,7 @@ def debug() -> RunConfig:
     )
 
 
-def demo() -> RunConfig:
+def demo() -> ExperimentConfig:
     """What `make demo` trains (the default recipe): Refusion denoising the bundled photos on a CPU in ~2 min.
 
     Validated on the two held-out photos (chelsea, coffee), never trained on. A small NAFNet (width 16), T=10,
@@ -244,11 +244,11 @@ def demo() -> RunConfig:
     """
     method = dataclasses.replace(refusion_tiny(), net=dataclasses.replace(refusion_tiny().net, width=16), T=10,
                                  max_sigma=30.0, sampler="posterior")
-    return RunConfig(
+    return ExperimentConfig(
         name="demo",
         method=method,
         data=DataConfig(degradation=GaussianNoiseConfig(sigma_range=(10.0, 30.0)), patch_size=48, crop_margin=0,
-                        num_cpu_workers=1, batch_size=32, val_images=2, val_patch_size=256),
+                        num_cpu_workers=1, rows_per_task=32, val_images=2, val_patch_size=256),
         optim=OptimConfig(name="adam", lr=4e-3, scheduler="cosine", eta_min=1e-5),
         train=TrainConfig(num_steps=800, batch_size=8, val_every=200, ckpt_every=200, log_every=50, num_val_images=2,
                           ema_beta=0.95, ema_every=1),
@@ -257,9 +257,9 @@ def demo() -> RunConfig:
 
 
 def _paper(name: str, method: MethodConfig, data: DataConfig, optim: OptimConfig, *, num_steps: int,
-           batch_size: int, protocol: str = "rgb") -> RunConfig:
+           batch_size: int, protocol: str = "rgb") -> ExperimentConfig:
     """A paper recipe; `protocol` is how its paper's table scores it (models.metrics.PROTOCOLS)."""
-    return RunConfig(
+    return ExperimentConfig(
         name=name,
         protocol=protocol,
         method=method,
@@ -271,7 +271,7 @@ def _paper(name: str, method: MethodConfig, data: DataConfig, optim: OptimConfig
     )
 
 
-def _refusion(r: RunConfig) -> RunConfig:
+def _refusion(r: ExperimentConfig) -> ExperimentConfig:
     """Refusion's EMA: ema_pytorch.EMA(beta=0.995, update_every=10) with its defaults (copy for 100 steps, warmup),
     fp32 training (`--set train.amp=true` trades fidelity for bf16 speed) and validation of the raw net, as the
     official code (both weights are saved; restore.py uses the EMA)."""
@@ -290,18 +290,18 @@ def _paired(folder: str, *, patch_size: int, scale: int = 1) -> DataConfig:
 LION = OptimConfig(name="lion", lr=4e-5, betas=(0.9, 0.99), scheduler="cosine", eta_min=1e-7)
 
 
-def refusion_deblurring() -> RunConfig:
+def refusion_deblurring() -> ExperimentConfig:
     """refusion.yml (deblurring): NAFNet w64 [1,1,1,28], sigma 50, T 100, Lion 4e-5 cosine, 700k x 4, 128^2."""
     return _refusion(_paper("refusion_deblurring", RefusionConfig(net=REFUSION_NAFNET),
                             _paired("gopro", patch_size=128), LION, num_steps=700_000, batch_size=4))
 
 
-def refusion_deshadow() -> RunConfig:
+def refusion_deshadow() -> ExperimentConfig:
     """refusion.yml (deshadow): as deblurring, on shadow / shadow-free pairs."""
     return dataclasses.replace(refusion_deblurring(), name="refusion_deshadow", data=_paired("shadow", patch_size=128))
 
 
-def refusion_sisr() -> RunConfig:
+def refusion_sisr() -> ExperimentConfig:
     """refusion.yml (sisr): x4 bicubic, GT 128 / LR 32, nearest upsampling of lq as in the released weights."""
     method = RefusionConfig(net=REFUSION_NAFNET, scale=4, upsample="nearest")
     data = DataConfig(source=FolderSource(paths=("data/DIV2K/train_HR",)), degradation=BicubicConfig(scale=4),
@@ -309,7 +309,7 @@ def refusion_sisr() -> RunConfig:
     return _refusion(_paper("refusion_sisr", method, data, LION, num_steps=700_000, batch_size=4))
 
 
-def sweep_gpu() -> RunConfig:
+def sweep_gpu() -> ExperimentConfig:
     """Base of `sweep_refusion.py --scale gpu`: the paper Refusion (NAFNet w64 [1,1,1,28], sigma 50, T 100, Lion
     4e-5 cosine, batch 4, 128^2) denoising HQ photos (Gaussian sigma 10-30; DIV2K by default, or data.source)."""
     data = DataConfig(source=FolderSource(paths=("data/DIV2K/train_HR",)),
@@ -319,7 +319,7 @@ def sweep_gpu() -> RunConfig:
                             batch_size=4))
 
 
-def latent_refusion_dehazing(autoencoder_path: str | None = None) -> RunConfig:
+def latent_refusion_dehazing(autoencoder_path: str | None = None) -> ExperimentConfig:
     """nasde.yml: NAFNet img_ch 8 on the 8x dehazing AE, Lion 3e-5 cosine, 400k x 8, 1024^2 patches."""
     net = dataclasses.replace(REFUSION_NAFNET, img_channels=DEHAZE_UNET.embed_dim, global_skip=True)
     method = RefusionConfig(net=net, latent=DEHAZE_UNET, autoencoder_path=autoencoder_path)
@@ -328,7 +328,7 @@ def latent_refusion_dehazing(autoencoder_path: str | None = None) -> RunConfig:
                             num_steps=400_000, batch_size=8))
 
 
-def latent_autoencoder_dehazing() -> RunConfig:
+def latent_autoencoder_dehazing() -> ExperimentConfig:
     """unet-latent train_haze.yml: the 8x/8-channel AE, Lion 3e-5 cosine, 300k x 16, 256^2, lq/hq swap."""
     method = LatentAutoencoderConfig(net=DEHAZE_UNET)
     optim = dataclasses.replace(LION, lr=3e-5)
@@ -336,7 +336,7 @@ def latent_autoencoder_dehazing() -> RunConfig:
                             num_steps=300_000, batch_size=16))
 
 
-def irsde_deblurring() -> RunConfig:
+def irsde_deblurring() -> ExperimentConfig:
     """ir-sde.yml (deblurring): the ConditionalUNet (width 64, depth 4, 137,147,523 parameters), sigma 10, Adam 1e-4,
     MultiStep [200k,400k,600k] x0.5, 700k x 4."""
     optim = OptimConfig(name="adam", lr=1e-4, betas=(0.9, 0.99), scheduler="multistep",
@@ -354,13 +354,13 @@ def _inpainting_data() -> DataConfig:
                       patch_size=128, crop_margin=0, hflip=True, rot=True, num_cpu_workers=6)
 
 
-def refusion_inpainting() -> RunConfig:
+def refusion_inpainting() -> ExperimentConfig:
     """refusion.yml (inpainting): as deblurring (NAFNet w64 [1,1,1,28], sigma 50, T 100, Lion 4e-5 cosine, 700k x 4)
     on masked faces."""
     return dataclasses.replace(refusion_deblurring(), name="refusion_inpainting", data=_inpainting_data())
 
 
-def irsde_inpainting() -> RunConfig:
+def irsde_inpainting() -> ExperimentConfig:
     """ir-sde.yml (inpainting): as IR-SDE deblurring (ConditionalUNet, Adam 1e-4 MultiStep) with sigma 30."""
     r = irsde_deblurring()
     return dataclasses.replace(r, name="irsde_inpainting", method=dataclasses.replace(r.method, max_sigma=30.0),
@@ -377,18 +377,18 @@ OSEDIFF_DATA = DataConfig(source=FolderSource(paths=("data/LSDIR", "data/FFHQ10k
                           degradation=RealESRGANConfig(usm_gt=False), patch_size=512, num_cpu_workers=6)
 
 
-def osediff_sd21() -> RunConfig:
+def osediff_sd21() -> ExperimentConfig:
     """OSEDiff on SD 2.1-base (--set method.sd_path=/path/to/sd21), Real-ESRGAN x4 degradations, 512^2."""
-    return RunConfig(
+    return ExperimentConfig(
         name="osediff_sd21", method=osediff_sd21_method(), data=OSEDIFF_DATA, optim=OSEDIFF_OPTIM, protocol="sr-y",
         train=TrainConfig(num_steps=14_000, batch_size=4, ema=False, grad_clip=1.0, val_every=500, ckpt_every=500),
         scaling=ScalingSettings(num_workers=4, use_gpu=True, cpus_per_worker=2),
     )
 
 
-def osediff_tiny() -> RunConfig:
+def osediff_tiny() -> ExperimentConfig:
     """OSEDiff with a tiny random SD written locally once; a CPU check of the whole method."""
-    return RunConfig(
+    return ExperimentConfig(
         name="osediff_tiny", method=osediff_tiny_method(), protocol="sr-y",
         data=DataConfig(patch_size=32, crop_margin=16, num_cpu_workers=1), optim=OSEDIFF_OPTIM,
         train=TrainConfig(num_steps=4, batch_size=1, ema=False, grad_clip=1.0, val_every=4, ckpt_every=4),
@@ -407,7 +407,7 @@ def _diffir_two_phase(*, decay_every: int) -> OptimConfig:
                        phase_a_every=60_000, phase_a_gamma=0.1, decay_every=decay_every, gamma=0.5)
 
 
-def _diffir(r: RunConfig, *, validate: bool) -> RunConfig:
+def _diffir(r: ExperimentConfig, *, validate: bool) -> ExperimentConfig:
     """DiffIR's EMA (BasicSR, 0.999 every step) and its 8 GPUs (train_*.sh: nproc_per_node=8), so the recipe's
     global batch is the official one (per-GPU batch x 8); stage 1 needs the GT to restore (CPEN_S1), so it has no
     validation."""
@@ -416,21 +416,21 @@ def _diffir(r: RunConfig, *, validate: bool) -> RunConfig:
     return dataclasses.replace(r, train=train, scaling=dataclasses.replace(r.scaling, num_workers=8))
 
 
-def diffir_sr4x_s1() -> RunConfig:
+def diffir_sr4x_s1() -> ExperimentConfig:
     data = DataConfig(source=FolderSource(paths=("data/DF2K/train_HR",)), degradation=RealESRGANConfig(usm_gt=False),
                       patch_size=256, num_cpu_workers=6)  # DiffIR trains without the USM-sharpened GT (gt_usm: False)
     return _diffir(_paper("diffir_sr4x_s1", diffir_configs.sr4x(stage=1), data, ADAM_DIFFIR, num_steps=1_000_000,
                           batch_size=9, protocol="sr-y"), validate=False)
 
 
-def diffir_sr4x_s2(init_from: str = "runs/diffir_sr4x_s1/checkpoint_01000000") -> RunConfig:
+def diffir_sr4x_s2(init_from: str = "runs/diffir_sr4x_s1/checkpoint_01000000") -> ExperimentConfig:
     r = diffir_sr4x_s1()
     return dataclasses.replace(r, name="diffir_sr4x_s2", method=diffir_configs.sr4x(stage=2, init_from=init_from),
                                optim=_diffir_two_phase(decay_every=600_000),
                                train=dataclasses.replace(r.train, num_val_images=8))
 
 
-def diffir_deblur_s1() -> RunConfig:
+def diffir_deblur_s1() -> ExperimentConfig:
     """train_DiffIRS1.yml (GoPro): Adam 2e-4, BasicSR's cyclic cosine over periods 92k and 208k with eta_mins
     2.85e-4 (above the lr: the first period rises to it) and 1e-6."""
     optim = OptimConfig(name="adam", lr=2e-4, betas=(0.9, 0.999), scheduler="cosine_restarts",
@@ -439,20 +439,20 @@ def diffir_deblur_s1() -> RunConfig:
                           num_steps=300_000, batch_size=8, protocol="gopro"), validate=False)
 
 
-def diffir_deblur_s2(init_from: str = "runs/diffir_deblur_s1/checkpoint_00300000") -> RunConfig:
+def diffir_deblur_s2(init_from: str = "runs/diffir_deblur_s1/checkpoint_00300000") -> ExperimentConfig:
     optim = _diffir_two_phase(decay_every=80_000)
     return _diffir(_paper("diffir_deblur_s2", diffir_configs.deblur(stage=2, init_from=init_from),
                           _paired("gopro", patch_size=256), optim, num_steps=400_000, batch_size=8, protocol="gopro"),
                    validate=True)
 
 
-def diffir_debug() -> RunConfig:
+def diffir_debug() -> ExperimentConfig:
     """Tiny DiffIR stage 2 (10 prior-only steps, then joint) on the debug data."""
     return dataclasses.replace(debug(), name="diffir_debug",
                                method=diffir_configs.tiny(stage=2, scale=1, prior_only_steps=10))
 
 
-def msgd_deblurring() -> RunConfig:
+def msgd_deblurring() -> ExperimentConfig:
     """MSGD on GoPro 128^2 crops with the paper's optimiser (methods.md 3.3b): Adam (0.5, 0.999), lr linear up over
     20k steps, then 1e-4, and its global batch of 256 (32 TPU v3 cores): 8 per worker, with as many accumulated
     micro-batches as the workers need (32 on one, 4 on 8). The EMA is UNVERIFIED: TrainConfig's defaults (beta
@@ -463,7 +463,7 @@ def msgd_deblurring() -> RunConfig:
     return dataclasses.replace(r, train=dataclasses.replace(r.train, official_global_batch=256))
 
 
-def msgd_debug() -> RunConfig:
+def msgd_debug() -> ExperimentConfig:
     """Tiny MSGD deblurring synthetic motion blur of the sample photos (10 warm-start steps, then the ramp)."""
     r = debug()
     return dataclasses.replace(r, name="msgd_debug", method=msgd_configs.tiny(warmup_steps=10, ramp_steps=5),

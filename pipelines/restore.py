@@ -30,7 +30,7 @@ from pipelines import cli  # noqa: E402
 from pipelines.batching import to_image, to_model  # noqa: E402
 from pipelines.checkpoints import CheckpointError, load_state, read_config, resolve_checkpoint_dir  # noqa: E402
 from pipelines.decode import DecodeError, decode_image  # noqa: E402
-from pipelines.recipes import RunConfig  # noqa: E402
+from pipelines.recipes import ExperimentConfig  # noqa: E402
 from pipelines.sources import IMAGE_SUFFIXES  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -56,14 +56,14 @@ def check_process_flags(method: RestorationMethod, requested: dict[str, Any]) ->
                                  f"the process it was trained with; drop these flags or use a matching checkpoint.")
 
 
-def load_checkpoint(directory: str | Path, *, device: torch.device
-                    ) -> tuple[RestorationMethod, torch.nn.Module, RunConfig]:
+def load_model(directory: str | Path, *, device: torch.device
+               ) -> tuple[RestorationMethod, torch.nn.Module, ExperimentConfig]:
     """(method, net in eval mode on device, run config); the EMA weights are used when saved.
 
     `directory` is a checkpoint folder, or a run folder whose newest complete checkpoint is used.
     """
     directory = resolve_checkpoint_dir(directory)
-    config = RunConfig.from_dict(read_config(directory))
+    config = ExperimentConfig.from_dict(read_config(directory))
     method = config.method.build_method(saved_state=True)
     net = method.build()
     state = load_state(directory)
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> Restored:
     args = parse_args(argv)
     device = torch.device(args.device)
     with cli.user_input(f"--checkpoint {args.checkpoint}"):
-        method, net, config = load_checkpoint(args.checkpoint, device=device)
+        method, net, config = load_model(args.checkpoint, device=device)
         check_process_flags(method, {k: getattr(args, k) for k in PROCESS_FLAGS})
     with cli.user_input(f"--input {args.input}"):
         inputs = list_inputs(args.input)

@@ -33,7 +33,7 @@ from pipelines.data import (
 )
 from pipelines.decode import DecodeError, ImageTooLarge, decode_image
 from pipelines.recipes import apply_overrides, debug
-from pipelines.restore import CheckpointMismatch, check_process_flags, load_checkpoint
+from pipelines.restore import CheckpointMismatch, check_process_flags, load_model
 from pipelines.sources import FolderSource, PairedFolderSource, ParquetSource
 
 MAX_PIXELS = 100_000_000
@@ -313,7 +313,7 @@ def _debug_checkpoint(directory: Path, *, net_state: dict | None = None) -> Path
 
 
 def test_a_matching_checkpoint_loads(tmp_path):
-    method, net, config = load_checkpoint(_debug_checkpoint(tmp_path / "ckpt"), device=torch.device("cpu"))
+    method, net, config = load_model(_debug_checkpoint(tmp_path / "ckpt"), device=torch.device("cpu"))
     assert config.method.kind == "refusion" and not net.training
 
 
@@ -321,13 +321,13 @@ def test_weights_from_another_method_are_refused_with_the_mismatching_keys(tmp_p
     other = latent_refusion_tiny().build_method(saved_state=True).build().state_dict()
     directory = _debug_checkpoint(tmp_path / "ckpt", net_state=other)
     with pytest.raises(RuntimeError, match="Error\\(s\\) in loading state_dict") as err:
-        load_checkpoint(directory, device=torch.device("cpu"))
+        load_model(directory, device=torch.device("cpu"))
     assert "Unexpected key(s)" in str(err.value) or "size mismatch" in str(err.value)
 
 
 def test_restore_flags_that_contradict_the_checkpoint_are_refused(tmp_path):
     directory = _debug_checkpoint(tmp_path / "ckpt")
-    method, _, _ = load_checkpoint(directory, device=torch.device("cpu"))
+    method, _, _ = load_model(directory, device=torch.device("cpu"))
     with pytest.raises(CheckpointMismatch, match="--T 100 but the checkpoint has 20"):
         check_process_flags(method, {"T": 100, "max_sigma": None, "schedule": None, "eps": None})
 
@@ -355,5 +355,5 @@ def test_malicious_pickle_in_a_checkpoint_is_refused_without_running_it(tmp_path
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         load_state(directory)
     with pytest.raises(pickle.UnpicklingError):
-        load_checkpoint(directory, device=torch.device("cpu"))
+        load_model(directory, device=torch.device("cpu"))
     assert not marker.exists()

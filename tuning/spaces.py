@@ -1,4 +1,4 @@
-"""Search spaces keyed by dotted RunConfig paths: the four Refusion ablations (arXiv 2304.08291, Sec. 3) and
+"""Search spaces keyed by dotted ExperimentConfig paths: the four Refusion ablations (arXiv 2304.08291, Sec. 3) and
 user spaces read from YAML.
 
 A space maps a dotted path ("optim.lr") to a value or a Tune domain. A mapping value overrides several fields
@@ -19,7 +19,7 @@ class Study:
     """One grid-searched ablation: `key` takes each value of `settings` in turn; the rest is the recipe."""
 
     name: str
-    key: str  # dotted RunConfig path
+    key: str  # dotted ExperimentConfig path
     settings: tuple[Any, ...]
     question: str  # what the study answers, for the report
 

@@ -31,7 +31,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from pipelines import cli, tracking
 from pipelines.data import check_data
-from pipelines.recipes import RECIPES, RunConfig, apply_overrides
+from pipelines.recipes import RECIPES, ExperimentConfig, apply_overrides
 from tuning import report
 from tuning.protocols import PROTOCOLS
 from tuning.spaces import SEED_KEY, STUDIES, Study, is_grid_only, load_space
@@ -101,7 +101,7 @@ def for_study(args: argparse.Namespace, study_name: str) -> argparse.Namespace:
     })
 
 
-def base_config(args: argparse.Namespace) -> RunConfig:
+def base_config(args: argparse.Namespace) -> ExperimentConfig:
     """The recipe with --set overrides, the step budget, the report cadence and per-trial resources."""
     if args.recipe not in RECIPES:
         raise cli.UserError(f"unknown recipe {args.recipe!r}; choose from {sorted(RECIPES)}")
@@ -199,7 +199,7 @@ def run_study(args: argparse.Namespace, study_name: str) -> Path:
     return study_dir
 
 
-def new_context(args: argparse.Namespace, study_name: str, config: RunConfig, *, space: dict,
+def new_context(args: argparse.Namespace, study_name: str, config: ExperimentConfig, *, space: dict,
                 question: str) -> SweepContext:
     """Create the study's parent MLflow run (swept space and base config as params)."""
     if args.mlflow_uri:
@@ -255,7 +255,7 @@ def cluster_capacity() -> Capacity:
                     node_cpus=max((n.get("CPU", 0.0) for n in nodes), default=total.get("CPU", 0.0)))
 
 
-def trial_cpus(config: RunConfig) -> float:
+def trial_cpus(config: ExperimentConfig) -> float:
     """Logical CPUs one trial books: its own process, its Train workers, its Ray Data actors and read task."""
     return (DRIVER_CPUS + READ_TASK_CPUS + config.scaling.num_workers * config.scaling.cpus_per_worker
             + config.data.num_cpu_workers * config.data.cpus_per_worker)
@@ -267,7 +267,7 @@ def explicit_resources(args: argparse.Namespace) -> bool:
     return args.cpus_per_trial is not None or any(item.split("=", 1)[0].strip() in keys for item in args.set)
 
 
-def fit_to_cluster(config: RunConfig, capacity: Capacity, *, explicit: bool) -> RunConfig:
+def fit_to_cluster(config: ExperimentConfig, capacity: Capacity, *, explicit: bool) -> ExperimentConfig:
     """The trial's CPU requests, shrunk to fit the cluster when they are the recipe's defaults.
 
     A trial that cannot be placed would wait forever (a data actor stays `pending: 1 CPU`), so a request the
@@ -303,7 +303,7 @@ def fit_to_cluster(config: RunConfig, capacity: Capacity, *, explicit: bool) -> 
     return fitted
 
 
-def default_concurrency(config: RunConfig) -> int:
+def default_concurrency(config: ExperimentConfig) -> int:
     """Trials that fit the cluster at once: by GPUs for GPU trials, else by CPUs (Train + data workers)."""
     resources = ray.cluster_resources()
     if config.scaling.use_gpu:

@@ -24,7 +24,7 @@ from pipelines import tracking
 from pipelines.checkpoints import find_latest_checkpoint, run_uri
 from pipelines.config_dict import deep_merge, set_dotted
 from pipelines.launch import build_trainer
-from pipelines.recipes import RunConfig, tie_data_seed
+from pipelines.recipes import ExperimentConfig, tie_data_seed
 from tuning.spaces import SEED_KEY, flat_values, setting_label, trial_label
 
 logger = logging.getLogger(__name__)
@@ -38,14 +38,14 @@ class SweepContext:
     """What all trials of one study share; saved with the study so that --resume rebuilds the same trials."""
 
     study: str
-    base: dict  # RunConfig.to_dict() of the recipe with the budget and CLI overrides applied
+    base: dict  # ExperimentConfig.to_dict() of the recipe with the budget and CLI overrides applied
     train_storage: str  # absolute path (or URI) under which each trial's Ray Train run lives
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
 
 
-def trial_config(base: dict, values: dict[str, Any], *, name: str) -> RunConfig:
+def trial_config(base: dict, values: dict[str, Any], *, name: str) -> ExperimentConfig:
     """The recipe with one trial's swept values applied; a mapping value overrides several sub-fields."""
     tree = copy.deepcopy(base) | {"name": name}
     for key, value in values.items():
@@ -58,7 +58,7 @@ def trial_config(base: dict, values: dict[str, Any], *, name: str) -> RunConfig:
             set_dotted(tree, key, value)
     if SEED_KEY in values:
         tie_data_seed(tree)
-    return RunConfig.from_dict(tree)
+    return ExperimentConfig.from_dict(tree)
 
 
 def train_trial(values: dict[str, Any], *, context: SweepContext) -> None:
@@ -84,7 +84,7 @@ def train_trial(values: dict[str, Any], *, context: SweepContext) -> None:
     tracking.end_run(target, "FINISHED")
 
 
-def open_trial_run(context: SweepContext, config: RunConfig, values: dict[str, Any], *, trial_id: str,
+def open_trial_run(context: SweepContext, config: ExperimentConfig, values: dict[str, Any], *, trial_id: str,
                    run: str) -> tracking.TrackingTarget:
     """Create the trial's child MLflow run, or reopen it when the trial restarts after --resume."""
     client = MlflowClient(context.tracking_uri)

@@ -69,7 +69,7 @@ def _record_placement(loop_config: dict) -> None:
 def test_data_runs_on_cpu_nodes_and_trainers_on_gpu_nodes(three_node_cluster, tmp_path):
     address, nodes, _ = three_node_cluster
     data_config = DataConfig(degradation=BicubicConfig(scale=4), patch_size=32, crop_margin=0,
-                             num_cpu_workers=1, batch_size=4)
+                             num_cpu_workers=1, rows_per_task=4)
     dataset = build_train_dataset(data_config, num_samples=32).map_batches(_tag_node, batch_format="numpy")
     dataset.context.execution_options.label_selector = DATA
     options = execution_options()

@@ -51,7 +51,7 @@ def _folder(tmp_path, sizes, bad=()):
 def _config(source, **overrides):
     """A DataConfig over `source` that trains on all of it (val_images=0) unless the test holds images out."""
     fields = {"source": source, "degradation": RealESRGANConfig(), "patch_size": 32, "crop_margin": 8,
-              "hflip": True, "rot": True, "num_cpu_workers": 1, "batch_size": 4, "val_images": 0}
+              "hflip": True, "rot": True, "num_cpu_workers": 1, "rows_per_task": 4, "val_images": 0}
     return DataConfig(**(fields | overrides))
 
 
@@ -298,7 +298,7 @@ def test_ray_stream_is_identical_for_1_and_2_workers_and_resumes_from_start_inde
     """With bad files in the folder too: their places are taken by the same stand-ins whatever the workers."""
     from pipelines.data import build_train_dataset
 
-    config = _config(_folder(tmp_path, [(48, 48), (40, 56), (64, 40), (56, 56)], bad=BAD_FILES), batch_size=2)
+    config = _config(_folder(tmp_path, [(48, 48), (40, 56), (64, 40), (56, 56)], bad=BAD_FILES), rows_per_task=2)
     one = _collect(build_train_dataset(config, num_samples=12))
     two = _collect(build_train_dataset(dataclasses.replace(config, num_cpu_workers=2), num_samples=12))
     tail = _collect(build_train_dataset(dataclasses.replace(config, num_cpu_workers=2), num_samples=7, start_index=5))

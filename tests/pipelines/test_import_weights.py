@@ -42,7 +42,7 @@ def test_imported_net_predicts_the_official_noise_on_our_range(official, tmp_pat
     reference, path = official
     out = import_weights.main(["--method", "refusion", "--official", str(path), "--out", str(tmp_path / "ckpt"),
                                "--set", "method.T=6"])
-    method, net, config = restore.load_checkpoint(out, device=torch.device("cpu"))
+    method, net, config = restore.load_model(out, device=torch.device("cpu"))
     assert config.method.net.width == 8 and config.method.net.enc_blocks == (1, 1) and config.method.net.zero_one_inputs
     g = torch.Generator().manual_seed(1)
     x01, lq01 = torch.rand(2, 3, 20, 28, generator=g), torch.rand(2, 3, 20, 28, generator=g)
@@ -152,7 +152,7 @@ def test_diffir_stage2_imports_and_restores_as_the_official_net_on_zero_one_imag
     reference_method, reference, s2, s1 = official_diffir
     out = import_weights.main(["--method", "diffir", "--official", str(s2), "--teacher", str(s1),
                                "--out", str(tmp_path / "ckpt")])
-    method, net, config = restore.load_checkpoint(out, device=torch.device("cpu"))
+    method, net, config = restore.load_model(out, device=torch.device("cpu"))
     assert config.method.zero_one_inputs and config.method.dirformer.heads == (1, 1, 2, 2)
     assert config.method.cpen.num_feats == 16 and config.method.dirformer.num_refinement_blocks == 1
     lq01 = torch.rand(1, 3, 16, 24, generator=torch.Generator().manual_seed(1))
@@ -221,7 +221,7 @@ def test_osediff_pkl_imports_and_restores_as_the_reference(official_osediff, tmp
     reference, _, path = official_osediff
     out = import_weights.main(["--method", "osediff", "--recipe", "osediff_tiny", "--official", str(path),
                                "--out", str(tmp_path / "ckpt")])
-    method, net, config = restore.load_checkpoint(out, device=torch.device("cpu"))
+    method, net, config = restore.load_model(out, device=torch.device("cpu"))
     assert config.method.lora_rank == 4 and config.method.lora_alpha == 8.0
     lq = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
     with torch.no_grad():
@@ -283,7 +283,7 @@ def test_irsde_unet_imports_and_predicts_the_official_noise(tmp_path):
     out = import_weights.main(["--method", "irsde", "--official", str(tmp_path / "irsde.pth"),
                                "--out", str(tmp_path / "ckpt"), "--set", "method.net.attn_heads=2",
                                "--set", "method.net.attn_head_dim=4", "--set", "method.T=6"])
-    method, net, config_out = restore.load_checkpoint(out, device=torch.device("cpu"))
+    method, net, config_out = restore.load_model(out, device=torch.device("cpu"))
     assert isinstance(net.denoiser, ConditionalUNet) and config_out.method.net.zero_one_inputs
     assert config_out.method.max_sigma == 10.0  # irsde_deblurring's process
     g = torch.Generator().manual_seed(1)

@@ -6,7 +6,7 @@ import pytest
 from pipelines.config_dict import deep_merge
 from pipelines.recipes import (
     RECIPES,
-    RunConfig,
+    ExperimentConfig,
     TrainConfig,
     apply_overrides,
     debug,
@@ -22,14 +22,14 @@ from pipelines.sources import FolderSource
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_every_recipe_round_trips_through_json(name):
     config = RECIPES[name]()
-    assert RunConfig.from_dict(json.loads(config.to_json())) == config
+    assert ExperimentConfig.from_dict(json.loads(config.to_json())) == config
 
 
 def test_unknown_key_error_names_the_dotted_key():
     d = debug().to_dict()
     d["train"]["num_stepz"] = 3
     with pytest.raises(ValueError, match="train.num_stepz"):
-        RunConfig.from_dict(d)
+        ExperimentConfig.from_dict(d)
 
 
 def test_union_members_are_tagged_with_kind_and_rebuilt_by_it():
@@ -39,7 +39,7 @@ def test_union_members_are_tagged_with_kind_and_rebuilt_by_it():
     assert d["data"]["source"]["kind"] == "SampleImages"
     d["data"]["degradation"]["kind"] = "NoSuchDegradation"
     with pytest.raises(ValueError, match="data.degradation.kind"):
-        RunConfig.from_dict(d)
+        ExperimentConfig.from_dict(d)
 
 
 def test_set_overrides_parse_scalars_and_validate():

@@ -56,7 +56,7 @@ def test_restores_a_folder_of_8_16_bit_gray_and_rgba_images(pixel_checkpoint) ->
 
 def test_uses_the_ema_weights_and_is_seeded(pixel_checkpoint) -> None:
     tmp = pixel_checkpoint
-    method, net, _ = restore.load_checkpoint(tmp / "ckpt", device=torch.device("cpu"))
+    method, net, _ = restore.load_model(tmp / "ckpt", device=torch.device("cpu"))
     state = torch.load(tmp / "ckpt" / "state.pt", weights_only=True)
     assert all(torch.equal(net.state_dict()[k], v) for k, v in state["ema"].items())
     lq = restore.read_image(tmp / "in" / "rgb.png")
@@ -101,11 +101,11 @@ def test_a_run_folder_is_taken_as_its_newest_checkpoint(tmp_path) -> None:
     method_config = dataclasses.replace(refusion_tiny(), T=4)
     make_checkpoint(tmp_path / "run" / "checkpoint_00000004", method_config, ema_offset=0.5)
     make_checkpoint(tmp_path / "run" / "checkpoint_00000012", method_config, ema_offset=0.01)
-    _, net, _ = restore.load_checkpoint(tmp_path / "run", device=torch.device("cpu"))
-    _, newest, _ = restore.load_checkpoint(tmp_path / "run" / "checkpoint_00000012", device=torch.device("cpu"))
+    _, net, _ = restore.load_model(tmp_path / "run", device=torch.device("cpu"))
+    _, newest, _ = restore.load_model(tmp_path / "run" / "checkpoint_00000012", device=torch.device("cpu"))
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), newest.state_dict().values()))
     with pytest.raises(FileNotFoundError, match="neither a checkpoint .* nor a run folder"):
-        restore.load_checkpoint(tmp_path, device=torch.device("cpu"))
+        restore.load_model(tmp_path, device=torch.device("cpu"))
 
 
 def test_restoring_into_the_input_folder_is_refused_before_anything_is_written(pixel_checkpoint) -> None:
@@ -136,7 +136,7 @@ def test_latent_checkpoint_restores_with_tiles_and_a_memory_budget(tmp_path) -> 
     budget = restore.main(common + ["--output", str(tmp_path / "budget"), "--max-memory-gb", "1"]).written
     for path in one + tiles + budget:
         assert cv2.imread(str(path)).shape == (40, 36, 3)
-    method, net, _ = restore.load_checkpoint(tmp_path / "ckpt", device=torch.device("cpu"))
+    method, net, _ = restore.load_model(tmp_path / "ckpt", device=torch.device("cpu"))
     assert isinstance(net.autoencoder, LatentUNet) and net.autoencoder.config == TINY_UNET
 
 
@@ -154,7 +154,7 @@ def test_diffir_stage2_checkpoint_restores_after_its_stage1_folder_is_gone(tmp_p
         path.unlink()
     (tmp_path / "s1").rmdir()
 
-    _, net, _ = restore.load_checkpoint(tmp_path / "s2", device=torch.device("cpu"))
+    _, net, _ = restore.load_model(tmp_path / "s2", device=torch.device("cpu"))
     assert all(torch.equal(net.state_dict()[k], v) for k, v in stage2.state_dict().items())
 
 

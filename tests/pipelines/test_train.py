@@ -89,7 +89,7 @@ def test_debug_recipe_in_local_mode_reproduces_the_golden_losses(debug_run):
 def test_debug_run_keeps_the_last_checkpoints_and_a_complete_mlflow_run(debug_run):
     from models.metrics import alexnet_weights_cached
     from pipelines.checkpoints import load_state, read_config
-    from pipelines.recipes import RunConfig
+    from pipelines.recipes import ExperimentConfig
 
     names = sorted(p.name for p in (debug_run / "golden").iterdir() if p.name.startswith("checkpoint_"))
     assert names == ["checkpoint_00000015", "checkpoint_00000030"]
@@ -97,7 +97,7 @@ def test_debug_run_keeps_the_last_checkpoints_and_a_complete_mlflow_run(debug_ru
     state = load_state(final)
     assert state["step"] == 30 and set(state) == {"net", "ema", "optimizer", "scheduler", "schedule", "step"}
     assert (final / "validation.png").is_file()  # held-out LQ | output | GT of the last validation
-    assert RunConfig.from_dict(read_config(final)).name == "golden"
+    assert ExperimentConfig.from_dict(read_config(final)).name == "golden"
     client, run = mlflow_run(debug_run, "golden")
     assert run.info.status == "FINISHED"
     assert run.data.params["optim.lr"] == "0.01" and run.data.params["method.kind"] == "refusion"

@@ -14,7 +14,7 @@ from pipelines.launch import build_trainer
 from pipelines.tracking import TrackingTarget
 
 
-def _phased(recipe: str, num_steps: int) -> recipes.RunConfig:
+def _phased(recipe: str, num_steps: int) -> recipes.ExperimentConfig:
     """DiffIR / MSGD debug: the phase switch (prior-only / warm start -> joint) happens inside the run, so DDP
     sees both the partial and the full set of parameters with gradients."""
     base = recipes.RECIPES[recipe]()

@@ -22,6 +22,7 @@ import torch
 
 from degradations import MotionBlurConfig
 from pipelines.batching import to_model
+from pipelines.checkpoints import build_method
 from pipelines.data import build_train_dataset
 from pipelines.optim import build_optimizer, build_scheduler
 from pipelines.recipes import RECIPES, ExperimentConfig
@@ -51,7 +52,7 @@ def delivered(config: ExperimentConfig, num_batches: int) -> float:
 
 
 def train_step_fn(config: ExperimentConfig, device: torch.device):
-    method = config.method.build_method()
+    method = build_method(config.method)
     net = method.build().to(device)
     optimizer = build_optimizer(config.optim, method.param_groups(net))
     scheduler = build_scheduler(config.optim, optimizer, num_steps=config.train.num_steps)

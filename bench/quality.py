@@ -33,6 +33,7 @@ from bench import quality_recipes as recipes
 from models.metrics import PROTOCOLS, ImageMetrics, Protocol
 from degradations import MaskConfig
 from pipelines.batching import to_image, to_model
+from pipelines.checkpoints import build_method
 from pipelines.data import build_val_set
 from pipelines.evaluate import evaluate, upsample_input
 from pipelines.launch import run_training
@@ -242,7 +243,7 @@ def run_osediff(*, minutes: float | None = None, storage_path: str = "runs", mlf
 
 def score_at_step_0(config: ExperimentConfig) -> dict[str, float]:
     """Held-out scores of the net the training loop starts from (same seed, same build), before any step."""
-    method = config.method.build_method()
+    method = build_method(config.method)
     torch.manual_seed(config.seed)
     net = method.build()
     val_set = build_val_set(config.data, config.train.num_val_images)

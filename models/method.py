@@ -5,10 +5,29 @@ which every method class inherits and overrides where it has the capability. The
 attributes directly: no method is probed with getattr/hasattr/isinstance.
 """
 
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True, slots=True)
+class Pretrained:
+    """One of our checkpoints that a method starts from (Latent Refusion's autoencoder, DiffIR's stage 1).
+
+    The pipelines read it (pipelines/checkpoints.py::build_method); a method only sees these tensors and dicts.
+    """
+
+    where: str  # the checkpoint's path or URI, for messages
+    state: dict[str, Any]  # state.pt: "net", "ema" (None without EMA), "step", ...
+    config: dict[str, Any]  # config.json: the run config that trained it, as a dict
+
+    def weights(self, which: Literal["ema", "net"]) -> dict[str, torch.Tensor]:
+        """The EMA or the raw net's weights; ValueError naming the checkpoint when it saved no EMA."""
+        if self.state.get(which) is None:
+            raise ValueError(f"{self.where} holds no {which!r} weights (a run without EMA saves 'net' only)")
+        return self.state[which]
 
 
 class RestorationMethod(Protocol):

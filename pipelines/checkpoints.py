@@ -17,6 +17,8 @@ from pathlib import Path
 import pyarrow.fs
 import torch
 
+from models.method import Pretrained, RestorationMethod
+
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
 VALIDATION_IMAGE = "validation.png"  # held-out LQ | output | GT of the validation at this step
@@ -122,6 +124,18 @@ def load_checkpoint(uri: str, *, map_location: str | torch.device = "cpu") -> tu
         raise CheckpointError(f"{CONFIG_FILE} holds {type(config).__name__}, not an object")
     return state, config
 
+
+def build_method(method_config, *, saved_state: bool = False) -> RestorationMethod:
+    """`method_config.build_method` with the checkpoints it starts from (its pretrained_paths()) read here, the one
+    place that reads checkpoint files; nothing is read with `saved_state` (resume, restore: the state has it all)."""
+    pretrained = {}
+    for name, uri in ({} if saved_state else method_config.pretrained_paths()).items():
+        try:
+            state, config = load_checkpoint(uri)
+        except CheckpointError as error:
+            raise CheckpointError(f"the {name} checkpoint {uri}: {error}") from error
+        pretrained[name] = Pretrained(where=uri, state=state, config=config)
+    return method_config.build_method(saved_state=saved_state, pretrained=pretrained)
 
 def load_latest_checkpoint(candidates: list[tuple[str, int]], *,
                            map_location: str | torch.device = "cpu") -> tuple[str, int, dict, dict]:

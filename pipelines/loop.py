@@ -25,6 +25,7 @@ from models.metrics import PROTOCOLS, ImageMetrics
 from pipelines.batching import to_model
 from pipelines.checkpoints import (
     VALIDATION_IMAGE,
+    build_method,
     checkpoint_name,
     list_checkpoints,
     load_latest_checkpoint,
@@ -67,7 +68,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     saved = load_saved_state(loop_config, device=device)
     # A saved state holds every weight: pretrained parts (DiffIR's stage-1 init, ...) are not read again.
-    method = config.method.build_method(saved_state=saved is not None)
+    method = build_method(config.method, saved_state=saved is not None)
     state = build_state(config, method, device=device, world_size=world_size)
     if saved is not None:
         restore_state(state, saved, config)

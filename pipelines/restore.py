@@ -28,7 +28,13 @@ from models.method import RestorationMethod  # noqa: E402
 from models.tiling import choose_tile, measure_bytes_per_pixel, tiled  # noqa: E402
 from pipelines import cli  # noqa: E402
 from pipelines.batching import to_image, to_model  # noqa: E402
-from pipelines.checkpoints import CheckpointError, load_state, read_config, resolve_checkpoint_dir  # noqa: E402
+from pipelines.checkpoints import (  # noqa: E402
+    CheckpointError,
+    build_method,
+    load_state,
+    read_config,
+    resolve_checkpoint_dir,
+)
 from pipelines.decode import DecodeError, decode_image  # noqa: E402
 from pipelines.recipes import ExperimentConfig  # noqa: E402
 from pipelines.sources import IMAGE_SUFFIXES  # noqa: E402
@@ -64,7 +70,7 @@ def load_model(directory: str | Path, *, device: torch.device
     """
     directory = resolve_checkpoint_dir(directory)
     config = ExperimentConfig.from_dict(read_config(directory))
-    method = config.method.build_method(saved_state=True)
+    method = build_method(config.method, saved_state=True)
     net = method.build()
     state = load_state(directory)
     try:

@@ -9,8 +9,8 @@ Legend: B batch, C channels, H height, W width, D prior size (4 * cpen.num_feats
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -20,7 +20,7 @@ from torch import nn
 from models.diffir.cpen import CPEN, CPENConfig
 from models.diffir.dirformer import SCALES, DIRformer, DIRformerConfig
 from models.diffir.prior import PriorDenoiser, PriorDenoiserConfig
-from models.method import MethodDefaults
+from models.method import MethodDefaults, Pretrained
 from models.processes.ddpm import DDPM
 from models.rng import randn
 from models.sampling import reverse
@@ -66,10 +66,22 @@ class DiffIRConfig:
             raise ValueError(f"diffir.prior_only_steps must be >= 0, got {self.prior_only_steps}")
         DDPM(num_train_steps=self.num_diffusion_steps, beta_start=self.beta_start, beta_end=self.beta_end)
 
-    def build_method(self, *, saved_state: bool = False) -> "DiffIR":
-        """The method of this config. With `saved_state` every weight comes from a saved state (resume, restore),
-        so stage 2's stage-1 checkpoint (`init_from`) is not read again."""
-        return DiffIR(dataclasses.replace(self, init_from="") if saved_state else self)
+    def pretrained_paths(self) -> dict[str, str]:
+        """The checkpoints the method starts from, by name: stage 2's stage-1 run (`init_from`)."""
+        return {"stage1": self.init_from} if self.init_from else {}
+
+    def build_method(self, *, saved_state: bool = False, pretrained: Mapping[str, Pretrained] | None = None
+                     ) -> "DiffIR":
+        """The method of this config, with the checkpoints of pretrained_paths() as read by the pipelines.
+
+        With `saved_state` every weight comes from a saved state (resume, restore), so stage 2's stage-1
+        checkpoint is not needed."""
+        if saved_state or not self.init_from:
+            return DiffIR(dataclasses.replace(self, init_from="") if saved_state else self)
+        if not pretrained or "stage1" not in pretrained:
+            raise ValueError(f"diffir.init_from={self.init_from!r}: stage 2 needs the stage-1 checkpoint, read by "
+                             "pipelines.checkpoints.build_method")
+        return DiffIR(self, stage1=pretrained["stage1"].weights(self.init_weights))
 
     @property
     def pad_multiple(self) -> int:
@@ -107,14 +119,11 @@ class DiffIRNet(nn.Module):
         return self.cpen_s2(lq_to_quarter(lq_BCHW, self.scale))
 
 
-def load_stage1(net: DiffIRNet, directory: str | Path, *, weights: Literal["ema", "net"]) -> None:
-    """Copy CPEN_S1 and DIRformer weights of a stage-1 checkpoint into a stage-2 net (strict on those keys)."""
-    state = torch.load(Path(directory) / "state.pt", map_location="cpu", weights_only=True)
-    source = state[weights]
+def copy_stage1(net: DiffIRNet, weights: dict[str, torch.Tensor]) -> None:
+    """Copy the CPEN_S1 and DIRformer weights of a stage-1 state dict into a stage-2 net (strict on those keys)."""
     for name in ("cpen_s1", "dirformer"):
-        part = {k.removeprefix(name + "."): v for k, v in source.items() if k.startswith(name + ".")}
+        part = {k.removeprefix(name + "."): v for k, v in weights.items() if k.startswith(name + ".")}
         getattr(net, name).load_state_dict(part, strict=True)
-    log.info("stage 2 initialised from %s (%s weights)", directory, weights)
 
 
 class DiffIR(MethodDefaults):
@@ -122,15 +131,20 @@ class DiffIR(MethodDefaults):
 
     has_unused_parameters = True  # the prior-only phase leaves some parameters without gradients
 
-    def __init__(self, config: DiffIRConfig) -> None:
-        self.config = config
+    def __init__(self, config: DiffIRConfig, *, stage1: dict[str, torch.Tensor] | None = None) -> None:
+        """stage1: the stage-1 net's weights that a stage-2 net starts from (config.init_from, read by the pipelines)."""
+        if config.init_from and stage1 is None:
+            raise ValueError(f"diffir.init_from={config.init_from!r}: pass the stage-1 weights (stage1=); "
+                             "pipelines.checkpoints.build_method reads them")
+        self.config, self.stage1 = config, stage1
         self.process = DDPM(num_train_steps=config.num_diffusion_steps, beta_start=config.beta_start,
                             beta_end=config.beta_end)
 
     def build(self) -> DiffIRNet:
         net = DiffIRNet(self.config)
-        if self.config.init_from:
-            load_stage1(net, self.config.init_from, weights=self.config.init_weights)
+        if self.stage1 is not None:
+            copy_stage1(net, self.stage1)
+            log.info("stage 2 initialised from %s (%s weights)", self.config.init_from, self.config.init_weights)
         return net
 
     def param_groups(self, net: nn.Module) -> list[dict]:

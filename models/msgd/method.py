@@ -8,6 +8,7 @@ Values marked UNVERIFIED could not be checked against the paper (methods.md sect
 Legend: B batch, C channels, H height, W width; k a guidance scale exponent.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.method import MethodDefaults
+from models.method import MethodDefaults, Pretrained
 from models.msgd.guidance import GuidanceConfig, GuidanceNet, structure
 from models.msgd.unet import GuidedUNet, UNetConfig
 from models.processes.icdpm import ICDPM, SCHEDULES
@@ -63,8 +64,12 @@ class MSGDConfig:
         if not 1 <= self.num_sampling_steps <= self.num_train_steps or self.num_samples_averaged < 1:
             raise ValueError("msgd: need 1 <= num_sampling_steps <= num_train_steps and num_samples_averaged >= 1")
 
-    def build_method(self, *, saved_state: bool = False) -> "MSGD":
-        """The method of this config (it reads no file, so `saved_state` changes nothing)."""
+    def pretrained_paths(self) -> dict[str, str]:
+        return {}
+
+    def build_method(self, *, saved_state: bool = False, pretrained: Mapping[str, Pretrained] | None = None
+                     ) -> "MSGD":
+        """The method of this config (it starts from no checkpoint, so `saved_state` changes nothing)."""
         return MSGD(self)
 
     @property

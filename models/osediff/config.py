@@ -3,8 +3,11 @@
 Defaults are the official ones (cswry/OSEDiff train_osediff.py argparse defaults and test_osediff.py).
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
+
+from models.method import Pretrained
 
 if TYPE_CHECKING:  # the method imports its config, and diffusers
     from models.osediff.method import OSEDiff
@@ -62,7 +65,12 @@ class OSEDiffConfig:
     # official code never calls set_adapter on that UNet. "all": all three trained, as the paper's count implies.
     fake_score_adapters: Literal["official", "all"] = "official"
 
-    def build_method(self, *, saved_state: bool = False) -> "OSEDiff":
+    def pretrained_paths(self) -> dict[str, str]:
+        """None of our checkpoints: SD comes from sd_path through diffusers (models/osediff/weights.py)."""
+        return {}
+
+    def build_method(self, *, saved_state: bool = False, pretrained: Mapping[str, Pretrained] | None = None
+                     ) -> "OSEDiff":
         """The method of this config (SD is always read from sd_path: a saved state holds only the trained tensors).
 
         Imported here: diffusers, peft and transformers take ~5 s to import, in every process (each Ray worker)

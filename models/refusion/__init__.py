@@ -8,9 +8,9 @@ from models.refusion.config import (
     latent_refusion_tiny,
     refusion_tiny,
 )
-from models.refusion.method import Refusion, RefusionNet, load_autoencoder, upsample_lq
+from models.refusion.method import Refusion, RefusionNet, autoencoder_from, upsample_lq
 
 __all__ = [
     "IRSDE", "LatentAutoencoder", "LatentAutoencoderConfig", "Refusion", "RefusionConfig", "RefusionNet",
-    "latent_pretraining_loss", "latent_refusion_tiny", "load_autoencoder", "refusion_tiny", "upsample_lq",
+    "autoencoder_from", "latent_pretraining_loss", "latent_refusion_tiny", "refusion_tiny", "upsample_lq",
 ]

@@ -5,9 +5,11 @@ Each config builds its method (`build_method`): that is how the pipelines pick a
 """
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from models.method import Pretrained
 from models.nets.cond_unet import CondUNetConfig
 from models.nets.latent_unet import DEHAZE_UNET, TINY_UNET, LatentUNet, LatentUNetConfig
 from models.nets.nafnet import REFUSION_NAFNET, TINY_NAFNET, NAFNetConfig
@@ -70,14 +72,27 @@ class RefusionConfig:
         """The IR-SDE settings a restore must agree with."""
         return {"max_sigma": self.max_sigma, "T": self.T, "schedule": self.schedule, "eps": self.eps}
 
-    def build_method(self, *, saved_state: bool = False) -> "Refusion":
-        """The method of this config. With `saved_state` every weight comes from a saved state (resume, restore),
-        so Latent Refusion's autoencoder file is not read: a blank autoencoder, which the state dict fills."""
-        from models.refusion.method import Refusion  # method.py imports this module
+    def pretrained_paths(self) -> dict[str, str]:
+        """The checkpoints the method starts from, by name: Latent Refusion's autoencoder."""
+        return {"autoencoder": self.autoencoder_path} if self.latent is not None and self.autoencoder_path else {}
 
-        if saved_state and self.latent is not None:
+    def build_method(self, *, saved_state: bool = False, pretrained: Mapping[str, Pretrained] | None = None
+                     ) -> "Refusion":
+        """The method of this config, with the checkpoints of pretrained_paths() as read by the pipelines.
+
+        With `saved_state` every weight comes from a saved state (resume, restore): a blank autoencoder, which
+        the state dict fills, and nothing pretrained is needed.
+        """
+        from models.refusion.method import Refusion, autoencoder_from  # method.py imports this module
+
+        if self.latent is None:
+            return Refusion(self)
+        if saved_state:
             return Refusion(self, autoencoder=LatentUNet(self.latent))
-        return Refusion(self)
+        if not pretrained or "autoencoder" not in pretrained:
+            raise ValueError("Latent Refusion needs a pretrained autoencoder: set autoencoder_path to a "
+                             "LatentAutoencoder checkpoint")
+        return Refusion(self, autoencoder=autoencoder_from(pretrained["autoencoder"], self.latent))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -100,8 +115,12 @@ class LatentAutoencoderConfig:
         if self.scale < 1 or self.reg_weight < 0:
             raise ValueError(f"scale must be >= 1 and reg_weight >= 0, got {self.scale}, {self.reg_weight}")
 
-    def build_method(self, *, saved_state: bool = False) -> "LatentAutoencoder":
-        """The method of this config (it reads no file, so `saved_state` changes nothing)."""
+    def pretrained_paths(self) -> dict[str, str]:
+        return {}
+
+    def build_method(self, *, saved_state: bool = False, pretrained: Mapping[str, Pretrained] | None = None
+                     ) -> "LatentAutoencoder":
+        """The method of this config (it starts from no checkpoint, so `saved_state` changes nothing)."""
         from models.refusion.autoencoder import LatentAutoencoder  # autoencoder.py imports this module
 
         return LatentAutoencoder(self)

@@ -4,16 +4,15 @@ Latent Refusion encodes hq and lq with a frozen, pretrained LatentUNet, diffuses
 decodes the result with the lq's skip features. Legend: B batch, C channels, H, W sizes, Z latent channels.
 """
 
-import json
+import copy
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.method import MethodDefaults
+from models.method import MethodDefaults, Pretrained
 from models.nets.cond_unet import ConditionalUNet, CondUNetConfig
 from models.nets.latent_unet import LatentUNet, LatentUNetConfig
 from models.nets.nafnet import ConditionalNAFNet, NAFNetConfig
@@ -38,19 +37,17 @@ def upsample_lq(lq_BCHW: torch.Tensor, scale: int, mode: str) -> torch.Tensor:
     return F.interpolate(lq_BCHW, scale_factor=scale, mode="bicubic", align_corners=False)
 
 
-def load_autoencoder(directory: str | Path, expected: LatentUNetConfig) -> LatentUNet:
-    """LatentUNet from a LatentAutoencoder checkpoint dir (state.pt + config.json), EMA weights if saved."""
-    directory = Path(directory)
-    stored = json.loads((directory / "config.json").read_text())["method"]
-    if stored["kind"] != "latent_autoencoder":
-        raise ValueError(f"{directory} holds a {stored['kind']!r} checkpoint, not a latent_autoencoder one")
+def autoencoder_from(pretrained: Pretrained, expected: LatentUNetConfig) -> LatentUNet:
+    """LatentUNet with the weights of a LatentAutoencoder checkpoint (EMA if saved), checked against `expected`."""
+    stored = pretrained.config["method"]
+    if stored.get("kind") != "latent_autoencoder":
+        raise ValueError(f"{pretrained.where} holds a {stored.get('kind')!r} checkpoint, not a latent_autoencoder one")
     stored_net = LatentUNetConfig(**stored["net"])
     if stored_net != expected:
-        raise ValueError(f"autoencoder at {directory} has config {stored_net}, but the Refusion config expects "
+        raise ValueError(f"autoencoder at {pretrained.where} has config {stored_net}, but the Refusion config expects "
                          f"{expected}")
-    state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
     autoencoder = LatentUNet(expected)
-    autoencoder.load_state_dict(state["ema"] if state["ema"] is not None else state["net"])
+    autoencoder.load_state_dict(pretrained.weights("ema" if pretrained.state.get("ema") is not None else "net"))
     return autoencoder
 
 
@@ -70,11 +67,13 @@ class RefusionNet(nn.Module):
 
 
 class Refusion(MethodDefaults):
-    """RestorationMethod for (Latent) Refusion; `autoencoder` overrides config.autoencoder_path (tests, restore)."""
+    """RestorationMethod for (Latent) Refusion; Latent Refusion is given its frozen autoencoder (built by the config's
+    build_method from the checkpoint at autoencoder_path, or blank when a saved state fills it)."""
 
     def __init__(self, config: RefusionConfig, *, autoencoder: LatentUNet | None = None) -> None:
-        if config.latent is not None and autoencoder is None and config.autoencoder_path is None:
-            raise ValueError("Latent Refusion needs a pretrained autoencoder: set autoencoder_path or pass autoencoder=")
+        if config.latent is not None and autoencoder is None:
+            raise ValueError("Latent Refusion needs a pretrained autoencoder: set autoencoder_path (a LatentAutoencoder "
+                             "checkpoint) and build the method with pipelines.checkpoints.build_method")
         if config.latent is None and autoencoder is not None:
             raise ValueError("an autoencoder was given but config.latent is None (pixel-space Refusion)")
         self.config = config
@@ -88,9 +87,7 @@ class Refusion(MethodDefaults):
         return self.config.process_settings()
 
     def build(self) -> RefusionNet:
-        autoencoder = self._autoencoder
-        if self.config.latent is not None and autoencoder is None:
-            autoencoder = load_autoencoder(self.config.autoencoder_path, self.config.latent)
+        autoencoder = None if self._autoencoder is None else copy.deepcopy(self._autoencoder)  # each net its own
         return RefusionNet(DENOISERS[type(self.config.net)](self.config.net), autoencoder)
 
     def param_groups(self, net: RefusionNet) -> list[dict]:

@@ -11,7 +11,7 @@ import torch
 from models.nets.latent_unet import TINY_UNET, LatentUNet
 from models.refusion import Refusion, latent_refusion_tiny, refusion_tiny
 from pipelines import cli, restore
-from pipelines.checkpoints import write_checkpoint
+from pipelines.checkpoints import build_method, write_checkpoint
 from pipelines.recipes import debug
 
 
@@ -147,7 +147,7 @@ def test_diffir_stage2_checkpoint_restores_after_its_stage1_folder_is_gone(tmp_p
     write_checkpoint(tmp_path / "s1", state={"net": stage1.state_dict(), "ema": stage1.state_dict(), "optimizer": {},
                                              "scheduler": {}, "step": 3}, config={})
     stage2_config = configs.tiny(stage=2, scale=1, init_from=str(tmp_path / "s1"))
-    stage2 = DiffIR(stage2_config).build()  # reads the stage-1 folder, as a fresh stage-2 run does
+    stage2 = build_method(stage2_config).build()  # reads the stage-1 folder, as a fresh stage-2 run does
     state = {"net": stage2.state_dict(), "ema": None, "optimizer": {}, "scheduler": {}, "step": 5}
     write_checkpoint(tmp_path / "s2", state=state, config=dataclasses.replace(debug(), method=stage2_config).to_dict())
     for path in (tmp_path / "s1").iterdir():

@@ -173,7 +173,7 @@ def test_accumulated_micro_batches_give_the_gradient_of_one_batch_of_their_sampl
 
     from models.refusion import RefusionConfig
 
-    monkeypatch.setattr(RefusionConfig, "build_method", lambda self, saved_state=False: _RegressionMethod())
+    monkeypatch.setattr(RefusionConfig, "build_method", lambda self, saved_state=False, pretrained=None: _RegressionMethod())
     first_moments = {}
     for name, batch, accum in (("one_batch", 4, 1), ("accumulated", 2, 2)):
         run_cli(["--recipe", "debug", "--storage-path", str(tmp_path), "--name", name,

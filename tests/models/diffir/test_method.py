@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from models.diffir import configs
 from models.diffir.method import DiffIR, DiffIRConfig
+from pipelines.checkpoints import build_method
 
 
 def _pairs(scale: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +85,7 @@ def test_stage2_loads_stage1_weights(tmp_path, weights):
     (tmp_path / "config.json").write_text(json.dumps({"method": "diffir", "stage": 1}))
     source = {"net": stage1, "ema": ema}[weights]
     config = configs.tiny(stage=2, init_from=str(tmp_path))
-    net = DiffIR(dataclasses.replace(config, init_weights=weights)).build()
+    net = build_method(dataclasses.replace(config, init_weights=weights)).build()  # reads the folder
     for name in ("cpen_s1", "dirformer"):
         loaded, expected = getattr(net, name).state_dict(), getattr(source, name).state_dict()
         assert loaded.keys() == expected.keys()
@@ -93,9 +94,24 @@ def test_stage2_loads_stage1_weights(tmp_path, weights):
 
 def test_stage2_init_rejects_a_mismatched_architecture(tmp_path):
     stage1 = DiffIR(configs.tiny(stage=1, scale=1)).build()
-    torch.save({"net": stage1.state_dict(), "ema": stage1.state_dict()}, tmp_path / "state.pt")
+    weights = stage1.state_dict()
     with pytest.raises(RuntimeError, match="size mismatch"):
-        DiffIR(configs.tiny(stage=2, scale=4, init_from=str(tmp_path))).build()
+        DiffIR(configs.tiny(stage=2, scale=4, init_from="s1"), stage1=weights).build()
+
+
+def test_stage2_needs_the_stage1_weights_and_a_saved_ema_when_it_asks_for_one(tmp_path):
+    config = configs.tiny(stage=2, init_from=str(tmp_path))
+    with pytest.raises(ValueError, match="stage-1 weights"):
+        DiffIR(config)  # the method reads no file: the pipelines pass the weights
+    with pytest.raises(ValueError, match="stage-1 checkpoint"):
+        config.build_method()
+    stage1 = DiffIR(configs.tiny(stage=1)).build()
+    torch.save({"net": stage1.state_dict(), "ema": None, "step": 10}, tmp_path / "state.pt")
+    (tmp_path / "config.json").write_text(json.dumps({"method": {"kind": "diffir", "stage": 1}}))
+    with pytest.raises(ValueError, match="holds no 'ema' weights"):
+        build_method(config)
+    assert build_method(dataclasses.replace(config, init_weights="net")).stage1 is not None
+    assert build_method(config, saved_state=True).stage1 is None  # resume/restore: the state has every weight
 
 
 def test_seeded_loss_and_restore_are_deterministic():

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from models.nets.latent_unet import TINY_UNET
-from models.refusion import LatentAutoencoder, LatentAutoencoderConfig, Refusion, latent_refusion_tiny
-from models.refusion import latent_pretraining_loss, load_autoencoder
+from models.refusion import LatentAutoencoder, LatentAutoencoderConfig, latent_refusion_tiny
+from models.refusion import latent_pretraining_loss
+from pipelines.checkpoints import CheckpointError, build_method
 
 
 def pairs(n: int = 2, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,9 +64,13 @@ def test_refusion_loads_a_pretrained_autoencoder_checkpoint(tmp_path) -> None:
     torch.save({"net": autoencoder.state_dict(), "ema": ema, "step": 3}, tmp_path / "state.pt")
     method_dict = dataclasses.asdict(LatentAutoencoderConfig(net=TINY_UNET))
     (tmp_path / "config.json").write_text(json.dumps({"method": method_dict}))
-    net = Refusion(latent_refusion_tiny(str(tmp_path))).build()
+    net = build_method(latent_refusion_tiny(str(tmp_path))).build()  # the pipelines read the folder
     assert all(torch.equal(net.autoencoder.state_dict()[k], ema[k]) for k in ema)  # the EMA weights
     assert not any(p.requires_grad for p in net.autoencoder.parameters())
     wrong = dataclasses.replace(latent_refusion_tiny(str(tmp_path)), latent=dataclasses.replace(TINY_UNET, ch=8))
     with pytest.raises(ValueError, match="expects"):
-        load_autoencoder(tmp_path, wrong.latent)
+        build_method(wrong)
+    with pytest.raises(CheckpointError, match="the autoencoder checkpoint"):
+        build_method(latent_refusion_tiny(str(tmp_path / "missing")))
+    blank = build_method(latent_refusion_tiny(str(tmp_path / "missing")), saved_state=True).build()
+    assert blank.autoencoder is not None  # resume/restore: the saved state fills it, no file is read

@@ -1,6 +1,6 @@
 """The one reverse-sampling loop of the project, and the IR-SDE sampler (arXiv 2301.11699) on top of it.
 
-Every method restores by walking a process's timesteps with `reverse`: Refusion/IR-SDE (IRSDE.reverse),
+Every method restores by walking a process's timesteps with `reverse`: Refusion/IR-SDE (IRSDE.given),
 MSGD's icDPM (ancestral) and DiffIR's prior chain (posterior mean, differentiable in stage-2 training).
 
 Legend: B batch, C channels, H height, W width; t_B integer steps.
@@ -63,6 +63,6 @@ def sample(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    chain = process.reverse(lq, mode=mode, temperature=temperature)
+    chain = process.given(lq, mode=mode, temperature=temperature)
     return reverse(lambda x, t_B: net(x, t_B, lq), chain, chain.start(generator), num_steps=num_steps,
                    generator=generator, progress=progress, desc=f"{mode} sampling", callback=callback)

@@ -198,16 +198,18 @@ class IRSDE:
             return self.reverse_ode_step(xt, eps_hat, mu, t_B, t_prev_B)
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
-    def reverse(self, mu: torch.Tensor, *, mode: Mode = "sde", temperature: float = 1.0) -> "IRSDEReverse":
-        """The reverse process towards x0 given mu = lq, as the sampling loop drives every process."""
+    def given(self, mu: torch.Tensor, *, mode: Mode = "sde", temperature: float = 1.0) -> "ConditionedIRSDE":
+        """The process given mu = lq, with the signatures every process has (add_noise, target, timesteps, step)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        return IRSDEReverse(sde=self, mu=mu, mode=mode, temperature=temperature)
+        return ConditionedIRSDE(sde=self, mu=mu, mode=mode, temperature=temperature)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class IRSDEReverse:
-    """IRSDE bound to one mu, a mode and a temperature: timesteps, a start and step(out, t_B, t_prev_B, xt).
+class ConditionedIRSDE:
+    """IRSDE bound to one mu, a sampler mode and a temperature, with the project's process signatures:
+    add_noise(x0, eps, t_B), target(x0, eps, t_B), timesteps(n), step(out, t_B, t_prev_B, xt, *, generator),
+    as GaussianDDPM (models/processes/ddpm.py); plus start(generator), the prior sample the reverse chain starts at.
 
     temperature scales every injected noise, the start included; 0 draws nothing (a deterministic path, the
     mean path with mode 'posterior' or 'ode'). Each step draws its noise after the network call, so a seeded
@@ -221,6 +223,14 @@ class IRSDEReverse:
 
     def _noise(self, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor | None:
         return None if self.temperature == 0 else self.temperature * randn_like(like, generator)
+
+    def add_noise(self, x0: torch.Tensor, eps: torch.Tensor, t_B: torch.Tensor) -> torch.Tensor:
+        """x_t = mu + (x0 - mu) e^{-thetabar_t} + sigmabar_t eps."""
+        return self.sde.add_noise(x0, self.mu, eps, t_B)
+
+    def target(self, x0: torch.Tensor, eps: torch.Tensor, t_B: torch.Tensor) -> torch.Tensor:
+        """What the network predicts: the noise eps (Refusion trains it through the matching loss, IRSDE.loss)."""
+        return eps
 
     def timesteps(self, num_steps: int | None = None) -> torch.Tensor:
         return self.sde.timesteps(num_steps)

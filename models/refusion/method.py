@@ -113,7 +113,7 @@ class Refusion(MethodDefaults):
         x0, _ = self._to_diffusion_space(net, hq)
         t_B = self.process.sample_t(x0.shape[0], generator=generator, device=x0.device)
         noise = randn_like(x0, generator)
-        xt = self.process.add_noise(x0, mu, noise, t_B)
+        xt = self.process.given(mu).add_noise(x0, noise, t_B)
         eps_hat = net(xt, t_B, mu).float()  # the process math stays float32 under autocast
         loss = self.process.loss(eps_hat, xt, x0, mu, t_B)
         with torch.no_grad():

@@ -1,5 +1,6 @@
 """The one reverse loop: oracle denoisers (true noise) lead back to x0 for every process; seeded runs replay."""
 
+import inspect
 import itertools
 
 import pytest
@@ -101,3 +102,28 @@ def test_the_loop_is_differentiable_through_a_deterministic_chain() -> None:
     out = reverse(lambda x, t_B: weight * x, DDPM(), torch.ones(3, 4), generator=None)
     out.sum().backward()
     assert weight.grad is not None and weight.grad.abs() > 0
+
+
+def _processes():
+    from models.osediff.random_sd import sd_scheduler
+    from models.processes.ddpm import GaussianDDPM
+
+    lq = torch.zeros(1, 3, 4, 4)
+    return [DDPM(), ICDPM(num_train_steps=50), GaussianDDPM(alphas_cumprod=sd_scheduler().alphas_cumprod),
+            IRSDE(T=10).given(lq)]
+
+
+@pytest.mark.parametrize("name", ["add_noise", "target", "step", "timesteps"])
+def test_every_process_has_one_signature_for_the_protocol(name) -> None:
+    """DiffIR's DDPM, MSGD's icDPM, OSEDiff's SD table and the IR-SDE given its mu: one add_noise, target, step."""
+    signatures = {type(p).__name__: str(inspect.signature(getattr(p, name))) for p in _processes()}
+    assert len(set(signatures.values())) == 1, signatures
+
+
+def test_the_conditioned_irsde_noises_as_the_irsde_and_targets_the_noise(pair) -> None:
+    hq, lq = pair
+    process = IRSDE(max_sigma=50, T=10, data_range=2.0)
+    eps, t_B = torch.randn_like(hq), torch.tensor([3, 7])
+    given = process.given(lq)
+    assert torch.equal(given.add_noise(hq, eps, t_B), process.add_noise(hq, lq, eps, t_B))
+    assert torch.equal(given.target(hq, eps, t_B), eps)

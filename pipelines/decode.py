@@ -93,9 +93,7 @@ def _upright(orientation: int) -> Callable[[np.ndarray], np.ndarray]:
     """
     probe = np.arange(6, dtype=np.uint8).reshape(2, 3)
     img = Image.fromarray(probe)
-    exif = img.getexif()
-    exif[_ORIENTATION_TAG] = orientation
-    img.info["exif"] = exif.tobytes()
+    img.getexif()[_ORIENTATION_TAG] = orientation  # exif_transpose reads the image's Exif object
     upright = np.array(ImageOps.exif_transpose(img))
     swap = upright.shape != probe.shape
     for flip_rows, flip_cols in itertools.product((False, True), repeat=2):

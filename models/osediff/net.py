@@ -61,6 +61,8 @@ class OSEDiffNet(nn.Module):
         self.test_tagger = (None if config.test_tagger_path in (None, config.tagger_path)
                             else Tagger(config.test_tagger_path, threshold=config.tagger_threshold))
         # SD's eps-prediction forward process over the scheduler's abar table (no tensors: nothing to train or save).
+        # The generator is one closed-form x0 at t = 999, which diffusers' scheduler.step cannot express (after
+        # set_timesteps(1), step(eps, 999, z) raises IndexError in diffusers 0.42).
         self.process = GaussianDDPM(alphas_cumprod=parts.alphas_cumprod, prediction="eps")
         self.trainable_names = frozenset(n for n, p in self.named_parameters() if p.requires_grad)
         self.frozen_names = frozenset(self.state_dict(keep_vars=True)) - self.trainable_names

@@ -35,6 +35,7 @@ from pipelines.checkpoints import (
 from pipelines.data import build_val_set, train_manifest
 from pipelines.evaluate import evaluate, format_scores
 from pipelines.optim import ScheduleSpan, build_ema, build_optimizer, build_scheduler, resume_ema
+from pipelines.progressive import crop_to_phase, phase_index
 from pipelines.recipes import ExperimentConfig
 from pipelines.tracking import Tracker, TrackingTarget
 from pipelines.train_step import TrainStep, no_sync
@@ -97,11 +98,19 @@ def train_loop_per_worker(loop_config: dict) -> None:
     window = Window()
     val_metrics: dict[str, float] = {}  # the latest validation, reported with each checkpoint
     run_start, start_step = time.perf_counter(), state.step
+    schedule, phase, phase_i = config.train.progressive, None, -1
     try:
         for _ in range(num_skip * accum):
             next(batch_iter)
         while state.step < config.train.num_steps:
             t0 = time.perf_counter()
+            if schedule and phase_index(schedule, state.step) != phase_i:
+                phase_i = phase_index(schedule, state.step)
+                phase = schedule[phase_i]
+                global_batch = phase.batch_size * world_size * accum
+                if rank == 0:
+                    logger.info("progressive phase %d/%d from step %d: %d rows of %d^2 per worker and micro-batch",
+                                phase_i + 1, len(schedule), state.step, phase.batch_size, phase.patch_size)
             state.optimizer.zero_grad(set_to_none=True)
             micro_logs, t_data = [], 0.0
             for micro in range(accum):
@@ -112,6 +121,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 # Training noise depends on (seed, rank, step) only: a resumed run draws what the original drew.
                 # Micro-batch m of rank r draws as rank r * accum + m of a run with accum times the workers.
                 generator.manual_seed(noise_seed(config.seed, rank * accum + micro, state.step))
+                if phase is not None:  # the phase's rows and crop, drawn first from the step's generator
+                    hq, lq = crop_to_phase(hq, lq, phase, scale=config.data.scale, generator=generator)
                 keys = {} if keys_by_id is None else {"keys": [keys_by_id[int(i)] for i in batch["sample_id"]]}
                 # DDP all-reduces the gradients once per optimiser step, after the last micro-batch.
                 with no_sync(state.train_step, enabled=micro < accum - 1):

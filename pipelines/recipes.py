@@ -20,6 +20,7 @@ import yaml
 from degradations import BicubicConfig, GaussianNoiseConfig, MaskConfig, MotionBlurConfig, RealESRGANConfig
 from models.diffir import DiffIRConfig
 from models.diffir import configs as diffir_configs
+from models.diffir.gan import GANConfig
 from models.msgd import MSGDConfig
 from models.msgd import configs as msgd_configs
 from models.nets.cond_unet import IRSDE_UNET
@@ -40,6 +41,7 @@ from pipelines.config_dict import (
 )
 from pipelines.data import DataConfig
 from pipelines.optim import OptimConfig
+from pipelines.progressive import PatchPhase, phases
 from pipelines.sources import FolderSource, PairedFolderSource
 
 
@@ -76,6 +78,9 @@ class TrainConfig:
     # Micro-batches of batch_size per optimiser step, gradients summed (mean loss over all of them). None: as many
     # as reach official_global_batch with the run's workers (a DiffIR recipe on 2 GPUs accumulates 4), else 1.
     grad_accum: int | None = None
+    # Progressive patches and batches (Restormer; DiffIR's GoPro training): phase i runs its num_steps on the
+    # first batch_size rows of each batch, cropped to patch_size (pipelines/progressive.py). Empty: one phase.
+    progressive: tuple[PatchPhase, ...] = ()
 
     def __post_init__(self) -> None:
         if self.ema_update_after < 0:
@@ -141,6 +146,13 @@ class ExperimentConfig:
             raise ValueError(f"data.seed ({self.data.seed}) must equal seed ({self.seed})")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, got {self.protocol!r}")
+        for phase in self.train.progressive:
+            if phase.batch_size > self.train.batch_size:
+                raise ValueError(f"train.progressive: batch_size {phase.batch_size} > train.batch_size "
+                                 f"{self.train.batch_size}, the rows the stream gives each step")
+            if phase.patch_size > self.data.patch_size or phase.patch_size % self.data.scale:
+                raise ValueError(f"train.progressive: patch_size {phase.patch_size} > data.patch_size "
+                                 f"{self.data.patch_size}, or not a multiple of data.scale {self.data.scale}")
         if self.train.num_val_images > 0 and not self.data.has_validation:
             raise ValueError(f"train.num_val_images={self.train.num_val_images} needs held-out images: set "
                              "data.val_images >= 1 or data.val_source (or train.num_val_images=0)")
@@ -396,8 +408,8 @@ def osediff_tiny() -> ExperimentConfig:
 
 
 # DiffIR (arXiv 2303.09472): Adam 2e-4, MultiStep in stage 1; stage 2's manual two-phase schedule (phase A
-# 0.1^(it//60k) while the prior learns alone, then 0.5^((it-100k)//N)). Approximations: the deblur progressive
-# patch sizes are one fixed patch, and one Adam state spans both phases (the official phase A has its own).
+# 0.1^(it//60k) while the prior learns alone, then 0.5^((it-100k)//N)). Approximation: one Adam state spans both
+# phases (the official phase A has its own).
 ADAM_DIFFIR = OptimConfig(name="adam", lr=2e-4, betas=(0.9, 0.99), scheduler="multistep",
                           milestones=(500_000, 700_000), gamma=0.5)
 
@@ -430,20 +442,42 @@ def diffir_sr4x_s2(init_from: str = "runs/diffir_sr4x_s1/checkpoint_01000000") -
                                train=dataclasses.replace(r.train, num_val_images=8))
 
 
+def _progressive(r: ExperimentConfig, *, num_steps: tuple[int, ...]) -> ExperimentConfig:
+    """The official GoPro progressive training (mini_batch_sizes / gt_sizes of train_DiffIRS*.yml): per-GPU batches
+    8, 4, 2, 2, 1, 1 of 192^2 .. 512^2 patches; the stream carries 8 rows of 512^2 and each phase crops them."""
+    schedule = phases(num_steps=num_steps, batch_sizes=(8, 4, 2, 2, 1, 1), patch_sizes=(192, 256, 320, 384, 464, 512))
+    return dataclasses.replace(r, train=dataclasses.replace(r.train, progressive=schedule))
+
+
+def diffir_sr4x_gan(init_from: str = "runs/diffir_sr4x_s2/checkpoint_01000000") -> ExperimentConfig:
+    """train_DiffIRS2_GAN_x4.yml, the paper's real-world SR model: the stage-2 net (its EMA) plus Real-ESRGAN's
+    U-Net discriminator, L1 + prior L1 + VGG19 perceptual + GAN (weights 1, 1, 1, 1), generator and discriminator
+    Adam 1e-4 halved at 300k, 400k steps. Needs torchvision's VGG19 file (method.gan.vgg19_path)."""
+    r = diffir_sr4x_s1()
+    method = dataclasses.replace(diffir_configs.sr4x(stage=2, init_from=init_from), prior_only_steps=0,
+                                 gan=GANConfig(disc_lr=1e-4))
+    optim = OptimConfig(name="adam", lr=1e-4, betas=(0.9, 0.99), scheduler="multistep", milestones=(300_000,),
+                        gamma=0.5)
+    return dataclasses.replace(r, name="diffir_sr4x_gan", method=method, optim=optim,
+                               train=dataclasses.replace(r.train, num_steps=400_000, num_val_images=8))
+
+
 def diffir_deblur_s1() -> ExperimentConfig:
     """train_DiffIRS1.yml (GoPro): Adam 2e-4, BasicSR's cyclic cosine over periods 92k and 208k with eta_mins
     2.85e-4 (above the lr: the first period rises to it) and 1e-6."""
     optim = OptimConfig(name="adam", lr=2e-4, betas=(0.9, 0.999), scheduler="cosine_restarts",
                         periods=(92_000, 208_000), eta_mins=(2.85e-4, 1e-6), restart_weights=(1.0, 1.0))
-    return _diffir(_paper("diffir_deblur_s1", diffir_configs.deblur(stage=1), _paired("gopro", patch_size=256), optim,
-                          num_steps=300_000, batch_size=8, protocol="gopro"), validate=False)
+    r = _diffir(_paper("diffir_deblur_s1", diffir_configs.deblur(stage=1), _paired("gopro", patch_size=512), optim,
+                       num_steps=300_000, batch_size=8, protocol="gopro"), validate=False)
+    return _progressive(r, num_steps=(92_000, 80_000, 38_000, 33_000, 33_000, 24_000))
 
 
 def diffir_deblur_s2(init_from: str = "runs/diffir_deblur_s1/checkpoint_00300000") -> ExperimentConfig:
     optim = _diffir_two_phase(decay_every=80_000)
-    return _diffir(_paper("diffir_deblur_s2", diffir_configs.deblur(stage=2, init_from=init_from),
-                          _paired("gopro", patch_size=256), optim, num_steps=400_000, batch_size=8, protocol="gopro"),
-                   validate=True)
+    r = _diffir(_paper("diffir_deblur_s2", diffir_configs.deblur(stage=2, init_from=init_from),
+                       _paired("gopro", patch_size=512), optim, num_steps=400_000, batch_size=8, protocol="gopro"),
+                validate=True)
+    return _progressive(r, num_steps=(150_000, 60_000, 50_000, 60_000, 40_000, 40_000))
 
 
 def diffir_debug() -> ExperimentConfig:
@@ -474,6 +508,6 @@ RECIPES = {
     f.__name__: f
     for f in (demo, debug, refusion_deblurring, refusion_deshadow, refusion_sisr, sweep_gpu, latent_refusion_dehazing,
               latent_autoencoder_dehazing, irsde_deblurring, refusion_inpainting, irsde_inpainting, osediff_sd21,
-              osediff_tiny, diffir_sr4x_s1, diffir_sr4x_s2, diffir_deblur_s1, diffir_deblur_s2, diffir_debug,
+              osediff_tiny, diffir_sr4x_s1, diffir_sr4x_s2, diffir_sr4x_gan, diffir_deblur_s1, diffir_deblur_s2, diffir_debug,
               msgd_deblurring, msgd_debug)
 }

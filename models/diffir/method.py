@@ -3,6 +3,7 @@
 Stage 1 trains CPEN_S1 (which sees the ground truth) and the DIRformer with L1. Stage 2 freezes a copy of
 CPEN_S1 as the teacher, trains CPEN_S2 (lq only) and the prior denoiser to reproduce its prior through the
 reverse chain (first alone, for prior_only_steps), then everything jointly with L1(image) + L1(prior).
+The GAN stage (config.gan, real-world SR) continues a stage-2 net with perceptual and adversarial terms (gan.py).
 
 Legend: B batch, C channels, H height, W width, D prior size (4 * cpen.num_feats).
 """
@@ -19,6 +20,7 @@ from torch import nn
 
 from models.diffir.cpen import CPEN, CPENConfig
 from models.diffir.dirformer import SCALES, DIRformer, DIRformerConfig
+from models.diffir.gan import GANConfig, UNetDiscriminatorSN, VGG19Features, adversarial_losses, perceptual_loss
 from models.diffir.prior import PriorDenoiser, PriorDenoiserConfig
 from models.method import MethodDefaults, Pretrained
 from models.processes.ddpm import DDPM
@@ -50,6 +52,9 @@ class DiffIRConfig:
     init_weights: Literal["ema", "net"] = "ema"  # which weights of the stage-1 checkpoint to start from
     # Imported official weights (pipelines/import_weights.py): the official nets see and return [0, 1] images.
     zero_one_inputs: bool = False
+    # The S2-GAN stage: a stage-2 net (init_from is then a stage-2 checkpoint) plus a discriminator, trained with
+    # L1 + prior L1 + VGG19 perceptual + GAN. It has no prior-only phase (prior_only_steps must be 0).
+    gan: GANConfig | None = None
 
     def __post_init__(self) -> None:
         if self.kind != "diffir":
@@ -64,11 +69,19 @@ class DiffIRConfig:
             raise ValueError(f"diffir.init_from is for stage 2 only, got stage {self.stage}")
         if self.prior_only_steps < 0:
             raise ValueError(f"diffir.prior_only_steps must be >= 0, got {self.prior_only_steps}")
+        if self.gan is not None and (self.stage != 2 or self.prior_only_steps):
+            raise ValueError(f"diffir.gan continues a stage-2 net with no prior-only phase: it needs stage 2 and "
+                             f"prior_only_steps 0, got stage {self.stage}, prior_only_steps {self.prior_only_steps}")
         DDPM(num_train_steps=self.num_diffusion_steps, beta_start=self.beta_start, beta_end=self.beta_end)
 
+    @property
+    def init_stage(self) -> str:
+        """What init_from holds: a stage-1 run, or for the GAN stage a stage-2 run."""
+        return "stage1" if self.gan is None else "stage2"
+
     def pretrained_paths(self) -> dict[str, str]:
-        """The checkpoints the method starts from, by name: stage 2's stage-1 run (`init_from`)."""
-        return {"stage1": self.init_from} if self.init_from else {}
+        """The checkpoints the method starts from, by name: stage 2's stage-1 run, the GAN stage's stage-2 run."""
+        return {self.init_stage: self.init_from} if self.init_from else {}
 
     def build_method(self, *, saved_state: bool = False, pretrained: Mapping[str, Pretrained] | None = None
                      ) -> "DiffIR":
@@ -78,10 +91,11 @@ class DiffIRConfig:
         checkpoint is not needed."""
         if saved_state or not self.init_from:
             return DiffIR(dataclasses.replace(self, init_from="") if saved_state else self)
-        if not pretrained or "stage1" not in pretrained:
-            raise ValueError(f"diffir.init_from={self.init_from!r}: stage 2 needs the stage-1 checkpoint, read by "
+        if not pretrained or self.init_stage not in pretrained:
+            raise ValueError(f"diffir.init_from={self.init_from!r}: this stage starts from a "
+                             f"{self.init_stage.replace('stage', 'stage-')} checkpoint, read by "
                              "pipelines.checkpoints.build_method")
-        return DiffIR(self, stage1=pretrained["stage1"].weights(self.init_weights))
+        return DiffIR(self, init=pretrained[self.init_stage].weights(self.init_weights))
 
     @property
     def pad_multiple(self) -> int:
@@ -108,6 +122,8 @@ class DiffIRNet(nn.Module):
             self.cpen_s1.requires_grad_(False)
             self.cpen_s2 = CPEN(lq_channels, config.cpen)
             self.denoiser = PriorDenoiser(prior_dim, config.denoiser, num_train_steps=config.num_diffusion_steps)
+        if config.gan is not None:
+            self.discriminator = UNetDiscriminatorSN(3, config.gan.disc_num_feat)
 
     def teacher_prior(self, lq_BCHW: torch.Tensor, hq_BCHW: torch.Tensor) -> torch.Tensor:
         """z = CPEN_S1([lq, PixelUnshuffle_4(hq)]), shape (B, D)."""
@@ -119,9 +135,13 @@ class DiffIRNet(nn.Module):
         return self.cpen_s2(lq_to_quarter(lq_BCHW, self.scale))
 
 
-def copy_stage1(net: DiffIRNet, weights: dict[str, torch.Tensor]) -> None:
-    """Copy the CPEN_S1 and DIRformer weights of a stage-1 state dict into a stage-2 net (strict on those keys)."""
-    for name in ("cpen_s1", "dirformer"):
+STAGE1_PARTS = ("cpen_s1", "dirformer")
+GENERATOR_PARTS = (*STAGE1_PARTS, "cpen_s2", "denoiser")  # a stage-2 net: what the GAN stage starts from
+
+
+def copy_parts(net: DiffIRNet, weights: dict[str, torch.Tensor], parts: tuple[str, ...]) -> None:
+    """Copy the named sub-networks of an earlier stage's state dict into `net` (strict on those keys)."""
+    for name in parts:
         part = {k.removeprefix(name + "."): v for k, v in weights.items() if k.startswith(name + ".")}
         getattr(net, name).load_state_dict(part, strict=True)
 
@@ -131,24 +151,32 @@ class DiffIR(MethodDefaults):
 
     has_unused_parameters = True  # the prior-only phase leaves some parameters without gradients
 
-    def __init__(self, config: DiffIRConfig, *, stage1: dict[str, torch.Tensor] | None = None) -> None:
-        """stage1: the stage-1 net's weights that a stage-2 net starts from (config.init_from, read by the pipelines)."""
-        if config.init_from and stage1 is None:
-            raise ValueError(f"diffir.init_from={config.init_from!r}: pass the stage-1 weights (stage1=); "
+    def __init__(self, config: DiffIRConfig, *, init: dict[str, torch.Tensor] | None = None) -> None:
+        """init: the earlier stage's weights this stage starts from (config.init_from, read by the pipelines)."""
+        if config.init_from and init is None:
+            raise ValueError(f"diffir.init_from={config.init_from!r}: pass the "
+                             f"{config.init_stage.replace('stage', 'stage-')} weights (init=); "
                              "pipelines.checkpoints.build_method reads them")
-        self.config, self.stage1 = config, stage1
+        self.config, self.init = config, init
         self.process = DDPM(num_train_steps=config.num_diffusion_steps, beta_start=config.beta_start,
                             beta_end=config.beta_end)
+        self.vgg: VGG19Features | None = None  # the GAN stage's frozen perceptual net, outside the saved weights
 
     def build(self) -> DiffIRNet:
         net = DiffIRNet(self.config)
-        if self.stage1 is not None:
-            copy_stage1(net, self.stage1)
-            log.info("stage 2 initialised from %s (%s weights)", self.config.init_from, self.config.init_weights)
+        if self.init is not None:
+            copy_parts(net, self.init, STAGE1_PARTS if self.config.gan is None else GENERATOR_PARTS)
+            log.info("%s initialised from the %s %s (%s weights)", "GAN stage" if self.config.gan else "stage 2",
+                     self.config.init_stage, self.config.init_from, self.config.init_weights)
         return net
 
     def param_groups(self, net: nn.Module) -> list[dict]:
-        return [{"params": [p for p in net.parameters() if p.requires_grad]}]
+        """One group; the GAN stage's discriminator is a second group with its own lr (the official optimizer_d)."""
+        disc = {id(p) for p in net.discriminator.parameters()} if self.config.gan is not None else set()
+        groups = [{"params": [p for p in net.parameters() if p.requires_grad and id(p) not in disc]}]
+        if self.config.gan is not None:
+            groups.append({"params": list(net.discriminator.parameters()), "lr": self.config.gan.disc_lr})
+        return groups
 
     def _prior_noise(self, batch: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
         return randn((batch, self.config.cpen.prior_dim), generator, device=device)
@@ -198,6 +226,8 @@ class DiffIR(MethodDefaults):
             out, _, _ = self.run(net, lq, hq)
             loss = F.l1_loss(out, hq)
             return loss, {"loss": loss.item(), "l1_image": loss.item()}
+        if self.config.gan is not None:
+            return self._gan_loss(net, hq, lq, generator=generator)
         prior_only = step < self.config.prior_only_steps
         eps_BD = self._prior_noise(lq.shape[0], generator, lq.device)
         out, z_hat, z_teacher = self.run(net, lq, hq, eps_BD=eps_BD, with_image=not prior_only)
@@ -207,6 +237,25 @@ class DiffIR(MethodDefaults):
         loss_image = F.l1_loss(out, hq)
         loss = loss_image + loss_prior
         return loss, {"loss": loss.item(), "l1_image": loss_image.item(), "l1_prior": loss_prior.item()}
+
+    def _gan_loss(self, net: nn.Module, hq: torch.Tensor, lq: torch.Tensor, *, generator: torch.Generator
+                  ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The generator's L1(out, hq) + L1(z_hat, z) + perceptual + GAN terms plus the discriminator's BCE on real
+        and fake, as one scalar: each part's gradients reach only its own weights (gan.adversarial_losses)."""
+        gan = self.config.gan
+        out, z_hat, z_teacher = self.run(net, lq, hq, eps_BD=self._prior_noise(lq.shape[0], generator, lq.device))
+        if self.vgg is None:  # built on first use: restoring a GAN-stage net needs no VGG19 file
+            self.vgg = VGG19Features(gan.vgg19_file())
+        self.vgg.to(hq.device)
+        terms = {
+            "l1_image": F.l1_loss(out, hq),
+            "l1_prior": F.l1_loss(z_hat, z_teacher),
+            "perceptual": perceptual_loss(self.vgg, out, hq, gan.layer_weights),
+        }
+        terms["gan_g"], terms["gan_d_real"], terms["gan_d_fake"] = adversarial_losses(net.discriminator, out, hq)
+        loss = (gan.l1_weight * terms["l1_image"] + terms["l1_prior"] + gan.perceptual_weight * terms["perceptual"]
+                + gan.gan_weight * terms["gan_g"] + terms["gan_d_real"] + terms["gan_d_fake"])
+        return loss, {"loss": loss.item()} | {k: v.item() for k, v in terms.items()}
 
     @torch.no_grad()
     def restore(self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator, progress: bool = False

@@ -137,7 +137,7 @@ def test_diffir_recipes_reach_the_official_global_batch_and_a_smaller_run_is_war
 
     from pipelines.launch import global_batch_line
 
-    for name, official in (("diffir_sr4x_s1", 72), ("diffir_sr4x_s2", 72), ("diffir_deblur_s1", 64),
+    for name, official in (("diffir_sr4x_s1", 72), ("diffir_sr4x_s2", 72), ("diffir_sr4x_gan", 72), ("diffir_deblur_s1", 64),
                            ("diffir_deblur_s2", 64)):
         r = RECIPES[name]()  # 8 GPUs (the official train_*.sh) x the yml's batch_size_per_gpu
         assert r.scaling.num_workers == 8 and r.global_batch_size == r.train.official_global_batch == official, name
@@ -175,10 +175,10 @@ def test_ema_and_usm_settings_follow_each_methods_official_code():
         assert (train.ema_beta, train.ema_every, train.ema_update_after, train.ema_warmup) == (0.995, 10, 100, True)
         assert train.amp is False, name  # the official Refusion / IR-SDE code trains in fp32
         assert train.validate_weights == "net", name  # and validates the raw model
-    for name in ("diffir_sr4x_s1", "diffir_sr4x_s2", "diffir_deblur_s1", "diffir_deblur_s2"):
+    for name in ("diffir_sr4x_s1", "diffir_sr4x_s2", "diffir_sr4x_gan", "diffir_deblur_s1", "diffir_deblur_s2"):
         train = RECIPES[name]().train
         assert (train.ema_beta, train.ema_every, train.ema_warmup) == (0.999, 1, False), name
-    for name in ("osediff_sd21", "diffir_sr4x_s1", "diffir_sr4x_s2"):
+    for name in ("osediff_sd21", "diffir_sr4x_s1", "diffir_sr4x_s2", "diffir_sr4x_gan"):
         assert RECIPES[name]().data.degradation.usm_gt is False, name
 
 
@@ -202,8 +202,33 @@ def test_diffir_stage2_lr_follows_the_official_two_phase_formula():
 
 def test_each_paper_recipe_names_the_protocol_of_its_papers_table():
     expected = {"osediff_sd21": "sr-y", "osediff_tiny": "sr-y", "diffir_sr4x_s1": "sr-y", "diffir_sr4x_s2": "sr-y",
-                "diffir_deblur_s1": "gopro", "diffir_deblur_s2": "gopro", "msgd_deblurring": "gopro"}
+                "diffir_sr4x_gan": "sr-y", "diffir_deblur_s1": "gopro", "diffir_deblur_s2": "gopro", "msgd_deblurring": "gopro"}
     for name, recipe in RECIPES.items():
         assert recipe().protocol == expected.get(name, "rgb"), name  # Refusion / IR-SDE and the CPU recipes: rgb
     with pytest.raises(ValueError, match="protocol must be one of"):
         dataclasses.replace(RECIPES["debug"](), protocol="y")
+
+
+def test_diffir_gan_recipe_is_the_official_gan_stage_with_its_two_adam_lrs():
+    import torch
+
+    from models.diffir.gan import GANConfig
+    from pipelines.optim import build_optimizer, build_scheduler
+
+    r = RECIPES["diffir_sr4x_gan"]()
+    gan = r.method.gan
+    assert (r.method.stage, r.method.prior_only_steps, r.method.init_weights) == (2, 0, "ema")
+    assert r.method.pretrained_paths() == {"stage2": "runs/diffir_sr4x_s2/checkpoint_01000000"}
+    assert (gan.l1_weight, gan.perceptual_weight, gan.gan_weight, gan.layer_weights) == (1.0, 1.0, 1.0,
+                                                                                        (0.1, 0.1, 1.0, 1.0, 1.0))
+    assert gan.disc_num_feat == 64 and gan.vgg19_path == GANConfig().vgg19_path == ""
+    assert r.train.num_steps == 400_000 and r.train.num_val_images == 8
+    # The generator's and the discriminator's Adam, both 1e-4 halved at 300k (1e-4 * 0.5^(it // 300k)).
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(1))]},
+              {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": gan.disc_lr}]
+    optimizer = build_optimizer(r.optim, groups)
+    scheduler = build_scheduler(r.optim, optimizer, num_steps=r.train.num_steps)
+    assert r.optim.name == "adam" and r.optim.betas == (0.9, 0.99)
+    for group, base in zip(optimizer.param_groups, (1e-4, 1e-4)):
+        assert group["initial_lr"] == pytest.approx(base)
+    assert dict(scheduler.milestones) == {300_000: 1} and scheduler.gamma == 0.5

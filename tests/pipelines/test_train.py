@@ -187,6 +187,30 @@ def test_accumulated_micro_batches_give_the_gradient_of_one_batch_of_their_sampl
         assert one.abs().max() > 0
 
 
+class _ShapeRecorder(_RegressionMethod):
+    """_RegressionMethod that records the (hq, lq) shapes of every batch its loss sees."""
+
+    seen: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+
+    def loss(self, net, hq, lq, *, step, generator):
+        self.seen.append((tuple(hq.shape), tuple(lq.shape)))
+        return super().loss(net, hq, lq, step=step, generator=generator)
+
+
+@pytest.mark.slow
+def test_progressive_phases_feed_the_loss_their_rows_and_patch_sizes(local_ray, tmp_path, monkeypatch):
+    from models.refusion import RefusionConfig
+
+    monkeypatch.setattr(RefusionConfig, "build_method", lambda self, saved_state=False, pretrained=None: _ShapeRecorder())
+    phases = tmp_path / "phases.yaml"
+    phases.write_text("train:\n  progressive:\n    - {num_steps: 2, batch_size: 2, patch_size: 32}\n"
+                      "    - {num_steps: 2, batch_size: 4, patch_size: 64}\n")
+    run_cli(["--recipe", "debug", "--storage-path", str(tmp_path), "--name", "progressive", "--config", str(phases),
+             "--set", "train.num_steps=5", "--set", "train.num_val_images=0", "--set", "train.ema=false"])
+    # The stream's rows are 4 x 64^2 (the debug recipe); step 4 is past the schedule and stays in its last phase.
+    assert _ShapeRecorder.seen == [((2, 3, 32, 32),) * 2] * 2 + [((4, 3, 64, 64),) * 2] * 3
+
+
 @pytest.mark.slow
 def test_two_cpu_workers_learn_and_recover_from_a_killed_worker(local_ray, tmp_path):
     from pipelines.checkpoints import load_state

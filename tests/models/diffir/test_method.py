@@ -96,7 +96,7 @@ def test_stage2_init_rejects_a_mismatched_architecture(tmp_path):
     stage1 = DiffIR(configs.tiny(stage=1, scale=1)).build()
     weights = stage1.state_dict()
     with pytest.raises(RuntimeError, match="size mismatch"):
-        DiffIR(configs.tiny(stage=2, scale=4, init_from="s1"), stage1=weights).build()
+        DiffIR(configs.tiny(stage=2, scale=4, init_from="s1"), init=weights).build()
 
 
 def test_stage2_needs_the_stage1_weights_and_a_saved_ema_when_it_asks_for_one(tmp_path):
@@ -110,8 +110,8 @@ def test_stage2_needs_the_stage1_weights_and_a_saved_ema_when_it_asks_for_one(tm
     (tmp_path / "config.json").write_text(json.dumps({"method": {"kind": "diffir", "stage": 1}}))
     with pytest.raises(ValueError, match="holds no 'ema' weights"):
         build_method(config)
-    assert build_method(dataclasses.replace(config, init_weights="net")).stage1 is not None
-    assert build_method(config, saved_state=True).stage1 is None  # resume/restore: the state has every weight
+    assert build_method(dataclasses.replace(config, init_weights="net")).init is not None
+    assert build_method(config, saved_state=True).init is None  # resume/restore: the state has every weight
 
 
 def test_seeded_loss_and_restore_are_deterministic():

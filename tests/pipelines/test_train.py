@@ -212,6 +212,34 @@ def test_progressive_phases_feed_the_loss_their_rows_and_patch_sizes(local_ray, 
 
 
 @pytest.mark.slow
+def test_diffir_gan_stage_continues_a_stage2_run_and_restores(local_ray, tmp_path):
+    from pipelines.checkpoints import load_state
+    from pipelines.restore import load_model
+
+    run_cli(["--recipe", "diffir_debug", "--storage-path", str(tmp_path), "--name", "s2",
+             "--set", "train.num_steps=2", "--set", "train.num_val_images=0"])
+    stage2 = tmp_path / "s2" / "checkpoint_00000002"
+    gan = tmp_path / "gan.yaml"  # random VGG19 features: no weights file on a test machine
+    gan.write_text(f"method:\n  init_from: {stage2}\n  prior_only_steps: 0\n"
+                   "  gan: {vgg19_path: random, disc_num_feat: 8}\n")
+    run_cli(["--recipe", "diffir_debug", "--storage-path", str(tmp_path), "--name", "gan", "--config", str(gan),
+             "--set", "train.num_steps=4", "--set", "train.val_every=4", "--set", "train.log_every=1"])
+    client, run = mlflow_run(tmp_path, "gan")
+    assert run.info.status == "FINISHED"
+    for key in ("gan_g", "gan_d_real", "gan_d_fake", "perceptual", "l1_image", "l1_prior"):
+        assert len(client.get_metric_history(run.info.run_id, f"train/{key}")) == 4, key
+    assert "val/psnr" in run.data.metrics
+    state = load_state(tmp_path / "gan" / "checkpoint_00000004")
+    s2_net = load_state(stage2)["net"]
+    assert any(k.startswith("discriminator.") for k in state["net"]) and not any("vgg" in k for k in state["net"])
+    assert state["net"].keys() - s2_net.keys() == {k for k in state["net"] if k.startswith("discriminator.")}
+    method, net, config = load_model(tmp_path / "gan", device=torch.device("cpu"))
+    assert config.method.gan is not None
+    lq = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert method.restore(net, lq, generator=torch.Generator().manual_seed(0)).shape == (1, 3, 32, 32)
+
+
+@pytest.mark.slow
 def test_two_cpu_workers_learn_and_recover_from_a_killed_worker(local_ray, tmp_path):
     from pipelines.checkpoints import load_state
 

@@ -6,6 +6,7 @@
     python -m bench.quality --method all                           # every method, then the README table
     python -m bench.quality --method diffir-realsr --drealsr DIR   # trained on Real-ESRGAN degradations,
                                                                    # scored on DRealSR's real x4 pairs
+    python -m bench.quality --method diffir-realsr --drealsr DIR --gan ''   # then the GAN stage (VGG19 file)
 
 Ends with `NAME: input X dB -> output Y dB (gain +Z dB) on N held-out images`. The held-out photos (chelsea
 and coffee, `data.val_images=2`) are never trained on; validation is their centred 256^2 (SR: 128^2 lq) crops.
@@ -20,6 +21,7 @@ if __package__ in (None, ""):
 
 import argparse
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -267,34 +269,44 @@ class RealWorldResult:
     output: dict[str, float]
     num_images: int
     synthetic: QualityResult  # the held-out photos with synthetic degradations, from the same run
+    stage2: dict[str, float] | None = None  # with --gan: the stage-2 net's scores, before the GAN stage
 
     def line(self) -> str:
         gain = self.output["psnr"] - self.bicubic["psnr"]
+        before = ("" if self.stage2 is None else
+                  f" (stage 2 before the GAN stage: {self.stage2['psnr']:.2f} dB / {self.stage2['ssim']:.4f})")
         return (f"diffir-realsr on DRealSR: bicubic {self.bicubic['psnr']:.2f} dB / {self.bicubic['ssim']:.4f} -> "
                 f"output {self.output['psnr']:.2f} dB / {self.output['ssim']:.4f} (gain {gain:+.2f} dB) "
-                f"on {self.num_images} real pairs")
+                f"on {self.num_images} real pairs{before}")
 
 
 def run_realsr(drealsr: Path, *, minutes: float | None = None, storage_path: str = "runs",
-               mlflow_uri: str | None = None) -> RealWorldResult:
+               mlflow_uri: str | None = None, gan_vgg19: str | None = None) -> RealWorldResult:
     """Train DiffIR S1 -> S2 on Real-ESRGAN degradations of the bundled photos, then score DRealSR's real x4 pairs
-    (`drealsr/test_LR`, `drealsr/test_HR`; not shipped: give the folder) against bicubic."""
-    stages = (recipes.diffir_realsr_s1, recipes.diffir_realsr_s2)
+    (`drealsr/test_LR`, `drealsr/test_HR`; not shipped: give the folder) against bicubic.
+
+    gan_vgg19: also train the GAN stage after S2 with this VGG19 file ("" torch.hub's, "random" untrained
+    features), and score the S2 net too."""
+    stages = [recipes.diffir_realsr_s1, recipes.diffir_realsr_s2]
+    if gan_vgg19 is not None:
+        stages.append(functools.partial(recipes.diffir_realsr_gan, vgg19_path=gan_vgg19))
     factor = 1.0 if minutes is None else minutes / REAL_SR_MINUTES
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    started, previous, config, result = time.perf_counter(), None, None, None
-    for stage in stages:
+    started, previous, config, result, stage2 = time.perf_counter(), None, None, None, None
+    for i, stage in enumerate(stages):
         config = scaled(stage(previous), factor, num_validations=1)
         config = dataclasses.replace(config, name=f"diffir-realsr-{stamp}-{config.name}", storage_path=storage_path)
         result = run_training(config, mlflow_uri=mlflow_uri, experiment="quality")
         previous = result.checkpoint[0]
+        if i == 1 and gan_vgg19 is not None:
+            stage2 = score_real_pairs(Path(previous), drealsr)[1]
     m = result.metrics
     synthetic = QualityResult(name="diffir-realsr", lq_psnr=m["val/lq_psnr"], psnr=m["val/psnr"],
                               lq_ssim=m["val/lq_ssim"], ssim=m["val/ssim"], psnr_start=None, baseline_psnr=None,
                               num_images=config.train.num_val_images, minutes=(time.perf_counter() - started) / 60,
                               checkpoint=previous)
     bicubic, output, num_images = score_real_pairs(Path(previous), drealsr)
-    return RealWorldResult(bicubic=bicubic, output=output, num_images=num_images, synthetic=synthetic)
+    return RealWorldResult(bicubic=bicubic, output=output, num_images=num_images, synthetic=synthetic, stage2=stage2)
 
 
 def score_real_pairs(checkpoint: Path, folder: Path, *, device: torch.device = torch.device("cpu")
@@ -374,6 +386,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", required=True, choices=[*BENCHES, "osediff", "diffir-realsr", "all"])
     parser.add_argument("--drealsr", type=Path, help="diffir-realsr: DRealSR's folder (test_LR/, test_HR/), not shipped")
+    parser.add_argument("--gan", metavar="VGG19", help="diffir-realsr: add the GAN stage after S2, its perceptual loss "
+                        "on this VGG19 file ('' for torch.hub's vgg19-dcbb9e9d.pth, 'random' for untrained features)")
     parser.add_argument("--minutes", type=float, help="scale the steps to about this many minutes on the 2-core machine")
     parser.add_argument("--storage-path", default="runs", help="runs and the MLflow store (experiment quality)")
     parser.add_argument("--mlflow-uri")
@@ -386,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.method == "diffir-realsr" or (args.method == "all" and args.drealsr is not None):
         if args.drealsr is None:
             parser.error("--method diffir-realsr needs --drealsr DIR (DRealSR's test_LR/ and test_HR/)")
-        real = run_realsr(args.drealsr, **options)
+        real = run_realsr(args.drealsr, **options, gan_vgg19=args.gan)
     if results:
         print(table(results))
     if learning is not None:

@@ -10,6 +10,7 @@ import dataclasses
 
 from degradations import BicubicConfig, GaussianNoiseConfig, MaskConfig, MotionBlurConfig, RealESRGANConfig
 from models.diffir import configs as diffir_configs
+from models.diffir.gan import GANConfig
 from models.msgd import configs as msgd_configs
 from models.nets.latent_unet import TINY_UNET
 from models.refusion import LatentAutoencoderConfig, latent_refusion_tiny
@@ -92,6 +93,14 @@ def diffir_realsr_s1(previous: str | None = None) -> ExperimentConfig:
 def diffir_realsr_s2(previous: str | None) -> ExperimentConfig:
     """DiffIR stage 2 from diffir_realsr_s1, on the same synthetic degradations."""
     return dataclasses.replace(diffir_sr_s2(previous), name="diffir_realsr_s2", data=REAL_SR_DATA)
+
+
+def diffir_realsr_gan(previous: str | None, *, vgg19_path: str = "") -> ExperimentConfig:
+    """DiffIR's GAN stage from diffir_realsr_s2 (the paper's real-world SR model): the official loss weights and
+    discriminator at 32 features, G and D Adam at the same lr as the official (1e-4 each), scaled x2 for the CPU."""
+    method = dataclasses.replace(_diffir_tiny_sr(stage=2, init_from=previous, prior_only_steps=0),
+                                 gan=GANConfig(disc_num_feat=32, disc_lr=2e-4, vgg19_path=vgg19_path))
+    return _cpu("diffir_realsr_gan", method, REAL_SR_DATA, lr=2e-4, num_steps=300, batch_size=6)
 
 
 def diffir_sr_s1(previous: str | None = None) -> ExperimentConfig:

@@ -94,7 +94,7 @@ def _status(url: str, *, user: str | None = None, password: str | None = None) -
     if user is not None:
         request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=60) as response:  # one scrypt check each: slow on a busy box
             return response.status
     except urllib.error.HTTPError as error:
         return error.code

@@ -258,6 +258,7 @@ OSEDIFF_MINUTES = 2.3  # osediff_tiny_sr's default steps on the 2-core machine
 
 
 REAL_SR_MINUTES = 9.0  # diffir_realsr_s1 + s2 default steps on the 2-core machine
+REAL_SR_GAN_MINUTES = 10.0  # diffir_realsr_gan's 300 steps (VGG19 on 6 x 96^2 crops, forward and backward)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -290,15 +291,16 @@ def run_realsr(drealsr: Path, *, minutes: float | None = None, storage_path: str
     stages = [recipes.diffir_realsr_s1, recipes.diffir_realsr_s2]
     if gan_vgg19 is not None:
         stages.append(functools.partial(recipes.diffir_realsr_gan, vgg19_path=gan_vgg19))
-    factor = 1.0 if minutes is None else minutes / REAL_SR_MINUTES
+    full_minutes = REAL_SR_MINUTES + (REAL_SR_GAN_MINUTES if gan_vgg19 is not None else 0.0)
+    factor = 1.0 if minutes is None else minutes / full_minutes
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     started, previous, config, result, stage2 = time.perf_counter(), None, None, None, None
-    for i, stage in enumerate(stages):
+    for stage in stages:
         config = scaled(stage(previous), factor, num_validations=1)
         config = dataclasses.replace(config, name=f"diffir-realsr-{stamp}-{config.name}", storage_path=storage_path)
         result = run_training(config, mlflow_uri=mlflow_uri, experiment="quality")
         previous = result.checkpoint[0]
-        if i == 1 and gan_vgg19 is not None:
+        if stage is recipes.diffir_realsr_s2 and gan_vgg19 is not None:  # the S2 net, before the GAN stage
             stage2 = score_real_pairs(Path(previous), drealsr)[1]
     m = result.metrics
     synthetic = QualityResult(name="diffir-realsr", lq_psnr=m["val/lq_psnr"], psnr=m["val/psnr"],

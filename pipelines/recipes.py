@@ -444,18 +444,20 @@ def diffir_sr4x_s2(init_from: str = "runs/diffir_sr4x_s1/checkpoint_01000000") -
 
 def _progressive(r: ExperimentConfig, *, num_steps: tuple[int, ...]) -> ExperimentConfig:
     """The official GoPro progressive training (mini_batch_sizes / gt_sizes of train_DiffIRS*.yml): per-GPU batches
-    8, 4, 2, 2, 1, 1 of 192^2 .. 512^2 patches; the stream carries 8 rows of 512^2 and each phase crops them."""
+    8, 4, 2, 2, 1, 1 of 192^2 .. 512^2 patches; the stream carries 8 rows of 512^2 and each phase crops them.
+    Validation keeps its 256^2 centre crops."""
     schedule = phases(num_steps=num_steps, batch_sizes=(8, 4, 2, 2, 1, 1), patch_sizes=(192, 256, 320, 384, 464, 512))
-    return dataclasses.replace(r, train=dataclasses.replace(r.train, progressive=schedule))
+    return dataclasses.replace(r, train=dataclasses.replace(r.train, progressive=schedule),
+                               data=dataclasses.replace(r.data, val_patch_size=256))
 
 
 def diffir_sr4x_gan(init_from: str = "runs/diffir_sr4x_s2/checkpoint_01000000") -> ExperimentConfig:
     """train_DiffIRS2_GAN_x4.yml, the paper's real-world SR model: the stage-2 net (its EMA) plus Real-ESRGAN's
     U-Net discriminator, L1 + prior L1 + VGG19 perceptual + GAN (weights 1, 1, 1, 1), generator and discriminator
-    Adam 1e-4 halved at 300k, 400k steps. Needs torchvision's VGG19 file (method.gan.vgg19_path)."""
+    Adam 1e-4, halved at step 300k of 400k. Needs torchvision's VGG19 file (method.gan.vgg19_path)."""
     r = diffir_sr4x_s1()
     method = dataclasses.replace(diffir_configs.sr4x(stage=2, init_from=init_from), prior_only_steps=0,
-                                 gan=GANConfig(disc_lr=1e-4))
+                                 gan=GANConfig())
     optim = OptimConfig(name="adam", lr=1e-4, betas=(0.9, 0.99), scheduler="multistep", milestones=(300_000,),
                         gamma=0.5)
     return dataclasses.replace(r, name="diffir_sr4x_gan", method=method, optim=optim,

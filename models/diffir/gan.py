@@ -104,6 +104,9 @@ class VGG19Features(nn.Module):
         else:
             vgg.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
         self.features = vgg.features[: max(VGG19_LAYERS.values()) + 1]
+        for layer in self.features:  # torchvision's in-place ReLUs would overwrite the conv outputs kept below
+            if isinstance(layer, nn.ReLU):
+                layer.inplace = False
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.eval().requires_grad_(False)
@@ -123,10 +126,13 @@ class VGG19Features(nn.Module):
 
 def perceptual_loss(vgg: VGG19Features, out_BCHW: torch.Tensor, hq_BCHW: torch.Tensor,
                     layer_weights: tuple[float, ...]) -> torch.Tensor:
-    """sum_k w_k L1(phi_k(out), phi_k(hq)) over VGG19_LAYERS (BasicSR's PerceptualLoss, criterion l1, no style)."""
-    with torch.no_grad():
-        target = vgg(hq_BCHW.float())
-    return sum(w * F.l1_loss(f, t) for w, f, t in zip(layer_weights, vgg(out_BCHW.float()), target))
+    """sum_k w_k L1(phi_k(out), phi_k(hq)) over VGG19_LAYERS (BasicSR's PerceptualLoss, criterion l1, no style).
+
+    In float32 under autocast too, as the official stage trains."""
+    with torch.autocast(device_type=out_BCHW.device.type, enabled=False):
+        with torch.no_grad():
+            target = vgg(hq_BCHW.float())
+        return sum(w * F.l1_loss(f, t) for w, f, t in zip(layer_weights, vgg(out_BCHW.float()), target))
 
 
 def bce_logits(logits: torch.Tensor, real: bool) -> torch.Tensor:
@@ -143,11 +149,13 @@ def adversarial_losses(disc: nn.Module, out_BCHW: torch.Tensor, hq_BCHW: torch.T
     BasicSR freezes net_d for the generator step. The discriminator's terms see out detached. Stepping both
     with the gradients of their sum equals BasicSR's G step then D step: both use this iteration's D and out.
     """
-    disc.requires_grad_(False)
-    try:
-        g_gan = bce_logits(disc(out_BCHW), real=True)
-    finally:
-        disc.requires_grad_(True)
-    d_real = bce_logits(disc(hq_BCHW), real=True)
-    d_fake = bce_logits(disc(out_BCHW.detach()), real=False)
+    out_BCHW, hq_BCHW = out_BCHW.float(), hq_BCHW.float()
+    with torch.autocast(device_type=out_BCHW.device.type, enabled=False):  # float32, spectral norm's sigma too
+        disc.requires_grad_(False)
+        try:
+            g_gan = bce_logits(disc(out_BCHW), real=True)
+        finally:
+            disc.requires_grad_(True)
+        d_real = bce_logits(disc(hq_BCHW), real=True)
+        d_fake = bce_logits(disc(out_BCHW.detach()), real=False)
     return g_gan, d_real, d_fake

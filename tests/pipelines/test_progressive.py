@@ -50,6 +50,7 @@ def test_diffir_deblur_recipes_train_with_the_official_progressive_phases(recipe
     assert tuple(p.batch_size for p in schedule) == OFFICIAL_BATCH
     assert tuple(p.patch_size for p in schedule) == OFFICIAL_PATCH
     assert config.data.patch_size == 512 and config.train.batch_size == 8  # the stream carries the largest phase
+    assert config.data.val_patch_size == 256
 
 
 @pytest.mark.parametrize("phase, message", [

@@ -104,9 +104,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             next(batch_iter)
         while state.step < config.train.num_steps:
             t0 = time.perf_counter()
-            if schedule and phase_index(schedule, state.step) != phase_i:
-                phase_i = phase_index(schedule, state.step)
-                phase = schedule[phase_i]
+            if schedule and (i := phase_index(schedule, state.step)) != phase_i:
+                phase_i, phase = i, schedule[i]
                 global_batch = phase.batch_size * world_size * accum
                 if rank == 0:
                     logger.info("progressive phase %d/%d from step %d: %d rows of %d^2 per worker and micro-batch",

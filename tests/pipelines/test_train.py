@@ -202,6 +202,7 @@ def test_progressive_phases_feed_the_loss_their_rows_and_patch_sizes(local_ray, 
     from models.refusion import RefusionConfig
 
     monkeypatch.setattr(RefusionConfig, "build_method", lambda self, saved_state=False, pretrained=None: _ShapeRecorder())
+    _ShapeRecorder.seen.clear()
     phases = tmp_path / "phases.yaml"
     phases.write_text("train:\n  progressive:\n    - {num_steps: 2, batch_size: 2, patch_size: 32}\n"
                       "    - {num_steps: 2, batch_size: 4, patch_size: 64}\n")

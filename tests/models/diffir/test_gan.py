@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -22,18 +21,13 @@ from models.diffir.gan import (
 )
 from models.diffir.method import GENERATOR_PARTS, DiffIR
 from pipelines.checkpoints import build_method
+from tests.models.diffir.test_method import _pairs
 
 RANDOM_VGG = GANConfig(vgg19_path="random", disc_num_feat=8)
 
 
 def _gan_config(**changes):
     return dataclasses.replace(configs.tiny(stage=2, scale=4, prior_only_steps=0), gan=RANDOM_VGG, **changes)
-
-
-def _pairs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    hq = F.interpolate(torch.rand(2, 3, 4, 4, generator=g), size=32, mode="bilinear", align_corners=False) * 2 - 1
-    return hq, F.avg_pool2d(hq, 4)
 
 
 def test_discriminator_scores_every_pixel_with_spectral_norm_on_its_inner_convs():
@@ -96,7 +90,7 @@ def test_gan_stage_trains_generator_and_discriminator_with_their_own_lrs_not_the
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in net.discriminator.parameters()}
     before = {k: v.clone() for k, v in net.state_dict().items()}
     optimizer = torch.optim.Adam(groups, lr=1e-3)
-    hq, lq = _pairs()
+    hq, lq = _pairs(4)
     generator = torch.Generator().manual_seed(1)
     for step in range(3):
         loss, logs = method.loss(net, hq, lq, step=step, generator=generator)

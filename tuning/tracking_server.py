@@ -48,15 +48,23 @@ def server_command(*, backend_store_uri: str, artifacts_destination: str, host: 
             "--workers", str(workers)]
 
 
-def server_env(environ: dict[str, str], *, auth_database_uri: str, default_permission: str) -> dict[str, str]:
-    """The server's environment: the auth config file, the admin account and the CSRF key."""
+def server_env(environ: dict[str, str], *, auth_database_uri: str, default_permission: str,
+               auth_cache_s: int = 60) -> dict[str, str]:
+    """The server's environment: the auth config file, the admin account and the CSRF key.
+
+    auth_cache_s: how long a server worker trusts a password it has verified. Each check is a deliberately slow
+    password hash (about 0.1 s of CPU), and a trainer sends a request per logged batch, so without the cache the
+    checks take more CPU than the logging. A changed password is seen at once by the worker that changed it and
+    after at most auth_cache_s by the others; 0 checks every request.
+    """
     missing = [name for name in CREDENTIALS if not environ.get(name)]
     if missing:
         raise cli.UserError(f"set {' and '.join(missing)}: the admin account of the tracking server (the same "
                             "secret the trainers use)")
     config = configparser.ConfigParser()
     config["mlflow"] = {"default_permission": default_permission, "database_uri": auth_database_uri,
-                        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth"}
+                        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+                        "auth_cache_ttl_seconds": str(auth_cache_s)}
     folder = Path(tempfile.mkdtemp(prefix="restoration-mlflow-auth-"))
     path = folder / "basic_auth.ini"
     with path.open("w") as f:  # no secret in it: the passwords stay in the environment
@@ -112,6 +120,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=cli.positive_int, default=2)
     parser.add_argument("--default-permission", choices=PERMISSIONS, default="READ",
                         help="what a non-admin account may do with others' experiments (default READ)")
+    parser.add_argument("--auth-cache-s", type=cli.non_negative_int, default=60,
+                        help="seconds a verified password is trusted before it is hashed again (0: every request)")
     parser.add_argument("--db-wait-s", type=float, default=300, help="how long to wait for the database")
     return parser.parse_args(argv)
 
@@ -120,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     env = server_env(dict(os.environ), auth_database_uri=args.auth_database_uri,
-                     default_permission=args.default_permission)
+                     default_permission=args.default_permission, auth_cache_s=args.auth_cache_s)
     for uri in (args.backend_store_uri, args.auth_database_uri):
         prepare_database(uri, timeout_s=args.db_wait_s)
     command = server_command(backend_store_uri=args.backend_store_uri,

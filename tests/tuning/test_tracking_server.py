@@ -112,11 +112,25 @@ def test_the_server_needs_an_admin_account_from_the_environment():
     assert "pw" not in Path(first["MLFLOW_AUTH_CONFIG_PATH"]).read_text()
 
 
+@pytest.mark.parametrize("seconds", [0, 60])
+def test_mlflow_reads_the_password_cache_lifetime_from_the_servers_auth_config(seconds, monkeypatch):
+    from mlflow.server.auth.config import read_auth_config
+
+    env = tracking_server.server_env({"MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": "pw"},
+                                     auth_database_uri="sqlite://", default_permission="READ", auth_cache_s=seconds)
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", env["MLFLOW_AUTH_CONFIG_PATH"])
+    config = read_auth_config()
+    assert config.auth_cache_ttl_seconds == seconds and config.database_uri == "sqlite://"
+    assert tracking_server.parse_args(["--backend-store-uri", "x", "--auth-database-uri", "y",
+                                       "--artifacts-destination", "z"]).auth_cache_s == 60
+
+
 def test_a_client_without_credentials_is_refused_and_one_with_them_is_served(server, monkeypatch):
     search = f"{server.url}/api/2.0/mlflow/experiments/search?max_results=1"
     assert _status(search) == 401
     assert _status(search, user=ADMIN, password="wrong") == 401
     assert _status(search, user=ADMIN, password=server.password) == 200
+    assert _status(search, user=ADMIN, password="wrong") == 401  # a cached good password lets no other one in
     assert _status(f"{server.url}/health") == 200  # what probes and `tracking._reachable` use
     for name in tracking.CREDENTIALS:
         monkeypatch.delenv(name, raising=False)

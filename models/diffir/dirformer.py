@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.nets.channel_stats import channel_var_mean
+
 SCALES = (1, 2, 4)
 
 
@@ -46,10 +48,10 @@ class ChannelLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
-        var = x_BCHW.var(dim=1, keepdim=True, unbiased=False)
+        var, mean = channel_var_mean(x_BCHW)
         if self.bias is None:
             return x_BCHW / torch.sqrt(var + 1e-5) * self.weight[:, None, None]
-        x = (x_BCHW - x_BCHW.mean(dim=1, keepdim=True)) / torch.sqrt(var + 1e-5)
+        x = (x_BCHW - mean) / torch.sqrt(var + 1e-5)
         return x * self.weight[:, None, None] + self.bias[:, None, None]
 
 

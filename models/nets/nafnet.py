@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.nets.channel_stats import channel_var_mean
 from models.nets.embeddings import sinusoidal_embedding
 
 
@@ -49,7 +50,7 @@ class LayerNorm(nn.Module):
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
         eps = 1e-5 if x_BCHW.dtype == torch.float32 else 1e-3
-        var, mean = torch.var_mean(x_BCHW, dim=1, unbiased=False, keepdim=True)
+        var, mean = channel_var_mean(x_BCHW)
         return (x_BCHW - mean) * (var + eps).rsqrt() * self.g
 
 

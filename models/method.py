@@ -39,6 +39,8 @@ class RestorationMethod(Protocol):
     has_unused_parameters: bool
     # The restore() options that restore.py's --steps / --sampler set ("num_steps", "mode").
     sampler_flags: frozenset[str]
+    # Names (prefixes) of weights the EMA copies instead of averaging: parts that train but never restore.
+    unaveraged_prefixes: tuple[str, ...]
 
     def build(self) -> nn.Module:
         """All weights of the method; frozen parts carry requires_grad=False."""
@@ -79,6 +81,7 @@ class MethodDefaults:
     needs_keys: bool = False
     has_unused_parameters: bool = False
     sampler_flags: frozenset[str] = frozenset()
+    unaveraged_prefixes: tuple[str, ...] = ()
 
     def process_settings(self) -> dict[str, Any]:
         return {}

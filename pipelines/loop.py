@@ -200,7 +200,7 @@ def build_state(config: ExperimentConfig, method, *, device: torch.device, world
     net = method.build().to(device)
     t = config.train
     ema = build_ema(net, beta=t.ema_beta, every=t.ema_every, update_after=t.ema_update_after,
-                    warmup=t.ema_warmup) if t.ema else None
+                    warmup=t.ema_warmup, unaveraged_prefixes=method.unaveraged_prefixes) if t.ema else None
     train_step = TrainStep(method, net)
     if world_size > 1:  # a method whose phases leave parameters without gradients needs DDP to look for them
         unused = {"find_unused_parameters": True} if method.has_unused_parameters else None

@@ -149,16 +149,19 @@ def two_phase_factor(it: int, config: OptimConfig) -> float:
     return config.gamma ** ((it - config.phase_steps) // config.decay_every)
 
 
-def build_ema(net: nn.Module, *, beta: float, every: int, update_after: int = 0, warmup: bool = False) -> EMA:
+def build_ema(net: nn.Module, *, beta: float, every: int, update_after: int = 0, warmup: bool = False,
+              unaveraged_prefixes: tuple[str, ...] = ()) -> EMA:
     """ema_pytorch's EMA of the (plain, never DDP-wrapped) net; call `.update()` once after every optimiser step.
 
     Its semantics are the official Refusion ones (`EMA(model, beta=0.995, update_every=10)`): the first update
     copies the net, and on updates k (0-based) with k % every == 0 the EMA is a copy while k <= update_after, then
     ema <- d ema + (1 - d) net over float parameters and buffers, with d = ema_decay(k + 1, ...).
     Without warmup, d is the constant beta (ema_pytorch's min_value = beta).
+    Weights named with one of `unaveraged_prefixes` are copied from the net on every update, never averaged.
     """
+    names = [n for n, _ in (*net.named_parameters(), *net.named_buffers()) if n.startswith(unaveraged_prefixes)]
     ema = EMA(net, beta=beta, update_every=every, update_after_step=update_after, power=2.0 / 3.0,
-              min_value=0.0 if warmup else beta, include_online_model=False)
+              min_value=0.0 if warmup else beta, include_online_model=False, param_or_buffer_names_no_ema=set(names))
     ema.ema_model.eval()
     return ema
 

@@ -158,6 +158,8 @@ class DiffIR(MethodDefaults):
                              f"{config.init_stage.replace('stage', 'stage-')} weights (init=); "
                              "pipelines.checkpoints.build_method reads them")
         self.config, self.init = config, init
+        # BasicSR keeps an EMA of the generator only: the discriminator's "EMA" is the live one.
+        self.unaveraged_prefixes = ("discriminator.",) if config.gan is not None else ()
         self.process = DDPM(num_train_steps=config.num_diffusion_steps, beta_start=config.beta_start,
                             beta_end=config.beta_end)
         self.vgg: VGG19Features | None = None  # the GAN stage's frozen perceptual net, outside the saved weights

@@ -213,3 +213,21 @@ def test_resume_with_more_steps_continues_one_falling_schedule():
 
 def test_resume_with_the_same_steps_continues_the_saved_schedule_exactly():
     assert _lrs_after_resume(5, 12, resumed_total=12) == _lrs_after_resume(12, 12, resumed_total=12)
+
+
+def test_ema_copies_the_unaveraged_parts_and_averages_the_rest():
+    net = nn.ModuleDict({"generator": nn.Linear(2, 1, bias=False), "discriminator": nn.BatchNorm1d(1)})
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(0.0)
+    ema = build_ema(net, beta=0.9, every=1, unaveraged_prefixes=("discriminator.",))
+    ema.update()  # the initial copy
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(1.0)
+        net["discriminator"].running_mean.fill_(3.0)
+    ema.update()
+    averaged = ema.ema_model
+    assert torch.allclose(averaged["generator"].weight, torch.full((1, 2), 0.1))  # 0.9 * 0 + 0.1 * 1
+    assert torch.all(averaged["discriminator"].weight == 1.0) and torch.all(averaged["discriminator"].bias == 1.0)
+    assert torch.all(averaged["discriminator"].running_mean == 3.0)

@@ -132,3 +132,15 @@ def test_gan_config_rejects_bad_weights():
         GANConfig(layer_weights=(1.0,))
     with pytest.raises(ValueError, match="gan.gan_weight"):
         GANConfig(gan_weight=-1.0)
+
+
+def test_the_ema_averages_the_generator_only_as_basicsr():
+    from pipelines.optim import build_ema
+
+    method = DiffIR(_gan_config())
+    net = method.build()
+    ema = build_ema(net, beta=0.999, every=1, unaveraged_prefixes=method.unaveraged_prefixes)
+    names = {n for n, _ in (*net.named_parameters(), *net.named_buffers())}
+    disc = {n for n in names if n.startswith("discriminator.")}
+    assert disc and ema.param_or_buffer_names_no_ema == disc
+    assert DiffIR(configs.tiny(stage=1)).unaveraged_prefixes == ()

@@ -140,11 +140,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
             if state.ema is not None:
                 state.ema.update()
             _test_only_crash(state.step, rank)
-            window.add(logs, data_s=t_data, step_s=time.perf_counter() - t0)
+            window.add(logs, samples=global_batch, data_s=t_data, step_s=time.perf_counter() - t0)
             last = state.step == config.train.num_steps
 
             if rank == 0 and (state.step % config.train.log_every == 0 or last):
-                step_metrics = window.metrics(global_batch) | {"train/lr": state.scheduler.get_last_lr()[0]}
+                step_metrics = window.metrics() | {"train/lr": state.scheduler.get_last_lr()[0]}
                 tracker.log_metrics(step_metrics, step=state.step)
                 eta_s = (time.perf_counter() - run_start) / (state.step - start_step) * (config.train.num_steps - state.step)
                 logger.info(
@@ -172,25 +172,27 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
 
 class Window:
-    """Running sums between two log lines: loss, other method logs, data-wait and step time."""
+    """Running sums between two log lines: loss, other method logs, samples, data-wait and step time."""
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
         self.data_s = self.step_s = 0.0
-        self.num_steps = 0
+        self.num_steps = self.num_samples = 0
 
-    def add(self, logs: dict[str, float], *, data_s: float, step_s: float) -> None:
+    def add(self, logs: dict[str, float], *, samples: int, data_s: float, step_s: float) -> None:
+        """One optimiser step of `samples` rows over all ranks (a progressive phase changes it mid-window)."""
         for key, value in logs.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
         self.data_s += data_s
         self.step_s += step_s
         self.num_steps += 1
+        self.num_samples += samples
 
-    def metrics(self, global_batch: int) -> dict[str, float]:
+    def metrics(self) -> dict[str, float]:
         """train/<log> means, samples/s over all ranks (rank 0's clock), fraction of step time spent waiting for data."""
         means = {f"train/{k}": v / self.num_steps for k, v in self.sums.items()}
         return means | {
-            "train/samples_per_s": global_batch * self.num_steps / self.step_s,
+            "train/samples_per_s": self.num_samples / self.step_s,
             "train/data_wait_frac": self.data_s / self.step_s,
         }
 

@@ -62,3 +62,14 @@ def test_a_phase_larger_than_the_stream_is_rejected(phase, message):
     train = dataclasses.replace(config.train, batch_size=4, progressive=(phase,))
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(config, train=train)
+
+
+def test_a_log_window_across_a_phase_change_counts_each_steps_own_batch():
+    from pipelines.loop import Window
+
+    window = Window()
+    for samples in (8, 8, 4):  # two steps of the last phase's 8 rows, one of the next phase's 4
+        window.add({"loss": 1.0}, samples=samples, data_s=0.5, step_s=2.0)
+    metrics = window.metrics()
+    assert metrics["train/samples_per_s"] == pytest.approx(20 / 6)
+    assert metrics["train/data_wait_frac"] == pytest.approx(0.25) and metrics["train/loss"] == 1.0

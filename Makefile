@@ -44,7 +44,7 @@ head-stop:
 	$(VENV)/bin/ray stop
 
 bench: $(STAMP)
-	for b in degradations refusion ingest methods osediff; do $(PY) -m bench.$$b || exit 1; done
+	for b in degradations refusion ingest methods osediff channel_norm; do $(PY) -m bench.$$b || exit 1; done
 
 # Every method trained on the bundled photos and scored on the held-out ones (about 40 minutes on 2 cores).
 quality: $(STAMP)

@@ -2,9 +2,9 @@
 (NAFNet's, Restormer's / DIRformer's).
 
 On the CPU, torch.var_mean (and Tensor.var) over dim 1 of a contiguous BCHW tensor is a strided single-pass
-reduction that runs about 4x slower, forward and backward, than two plain passes (mean, then the mean of the
-squared deviations): `python -m bench.channel_norm` measures it. On CUDA the single pass is the faster one and is
-kept. Both are the biased variance; they differ by float rounding only.
+reduction that runs about 3x slower, forward and backward, than two plain passes (mean, then the mean of the
+squared deviations): `python -m bench.channel_norm` measures it. Other devices keep torch's single pass, which
+reads the tensor once (no GPU has timed the two yet). Both are the biased variance; they differ by float rounding.
 """
 
 import torch

@@ -14,8 +14,9 @@ the JSON is rewritten after every section, so a run stopped by a time limit keep
   one pass): seconds for 1 and `--latent-steps` reverse steps, projected to T = 100, and peak memory;
 - osediff: the SD 2.1-base-shaped random-weight one-step restore at 512^2 and a bf16 train step (bench.osediff);
 - ddp: one process per GPU (NCCL): all-reduce bus bandwidth of 256 MiB and a DDP step of the paper NAFNet.
-`--dry-run` swaps in the tiny nets, 32^2 crops, a 96x64 latent image, tiny SD, gloo over 2 CPU processes and
-the `aot_eager` compile backend (inductor needs minutes of C++ compilation on a 2-core CPU).
+`--dry-run` swaps in the tiny nets, 32^2 crops, a 96x64 latent image, tiny SD, gloo over 2 CPU processes, Train
+local mode for the data-wait run (the same Ray Data stream, without a worker process to start) and the `aot_eager`
+compile backend (inductor needs minutes of C++ compilation on a 2-core CPU).
 """
 
 import argparse
@@ -88,7 +89,8 @@ def dry_shapes() -> Shapes:
     return Shapes(net=TINY_NAFNET, train_cases=((32, 2),), warmup=1, repeats=2, compile_backend="aot_eager",
                   latent_image=(64, 96), latent_steps=2, data_steps=4,
                   data_overrides=(*tiny, "data.patch_size=32", "train.batch_size=2", "data.num_cpu_workers=1",
-                                  "scaling.use_gpu=false", "scaling.cpus_per_worker=1", "method.T=4"),
+                                  "scaling.use_gpu=false", "scaling.num_workers=0", "scaling.cpus_per_worker=1",
+                                  "method.T=4"),
                   sd_kind="tiny", osediff_batch=1, osediff_crop=128, ddp_backend="gloo", ddp_world_size=2,
                   allreduce_mib=8)
 

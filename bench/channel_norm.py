@@ -14,8 +14,8 @@ from unittest import mock
 import torch
 
 from bench.timing import timed
-from models.nets import channel_stats, nafnet
 from models.diffir import dirformer
+from models.nets import channel_stats, nafnet
 
 CPU = torch.device("cpu")
 

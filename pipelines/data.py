@@ -59,6 +59,7 @@ class DataError(UserError):
 
 # Why a sample is skipped; each is counted under its class name (ImageTooLarge is a DecodeError).
 SKIPPED = (DecodeError, ImageTooSmall, PairSizeMismatch)
+READ_TASK_CPUS = 0.1  # Ray Data's read tasks of the stream positions (0, 1, ...), which feed the pair makers
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -315,8 +316,14 @@ def build_train_dataset(config: DataConfig, *, num_samples: int, start_index: in
     """
     import ray.data  # here, not at the top: the configs in this module are read by processes that never stream
 
+    from ray.data._internal.datasource.range_datasource import RangeDatasource  # what ray.data.range reads
+
     manifest = train_manifest(config)
-    ds = ray.data.range(num_samples).map_batches(
+    # ray.data.range's read tasks book a whole CPU each for making integers; booked at 1 CPU they kept small
+    # clusters from running two sweep trials at once.
+    positions = ray.data.read_datasource(RangeDatasource(n=num_samples, block_format="arrow", column_name="id"),
+                                         num_cpus=READ_TASK_CPUS)
+    ds = positions.map_batches(
         PairMaker,
         fn_constructor_kwargs={"config": config, "manifest": manifest, "start_index": start_index},
         compute=ray.data.ActorPoolStrategy(size=config.num_cpu_workers),

@@ -30,7 +30,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from pipelines import cli, tracking
-from pipelines.data import check_data
+from pipelines.data import READ_TASK_CPUS, check_data
 from pipelines.recipes import RECIPES, ExperimentConfig, apply_overrides
 from tuning import report
 from tuning.protocols import PROTOCOLS
@@ -43,7 +43,6 @@ SWEEP_FILE = "sweep.json"
 # What a trial reports to Tune (train.save_and_report): what --metric may rank by.
 REPORTED_METRICS = ("loss", *report.VAL_METRICS, *report.INPUT_METRICS, "val/psnr_gain")
 DRIVER_CPUS = 0.25  # the trial's own process only waits on its TorchTrainer; workers book their own CPUs
-READ_TASK_CPUS = 1.0  # Ray Data's range-read tasks, which feed the data actors, each book one CPU
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -272,6 +271,8 @@ def fit_to_cluster(config: ExperimentConfig, capacity: Capacity, *, explicit: bo
 
     A trial that cannot be placed would wait forever (a data actor stays `pending: 1 CPU`), so a request the
     cluster cannot hold is either sized down here (defaults) or refused with the flag to change (explicit).
+    A shrunk CPU trial still computes with the recipe's torch threads, so the cluster's CPUs are shared among as
+    many trials at once as it has cores for those threads: two 1-thread debug trials on 2 CPUs, not one.
     """
     scaling, data = config.scaling, config.data
     if scaling.use_gpu and capacity.gpus < scaling.num_workers:
@@ -284,11 +285,13 @@ def fit_to_cluster(config: ExperimentConfig, capacity: Capacity, *, explicit: bo
     what = (f"{DRIVER_CPUS:g} trial + {READ_TASK_CPUS:g} read + {scaling.num_workers} x {scaling.cpus_per_worker:g}"
             f" Train + {data.num_cpu_workers} x {data.cpus_per_worker:g} data")
     fixed = DRIVER_CPUS + READ_TASK_CPUS
-    if explicit or capacity.cpus <= fixed + 0.1:
+    at_once = 1 if scaling.use_gpu else max(1, int(capacity.cpus // (scaling.num_workers * scaling.threads)))
+    share = capacity.cpus / at_once
+    if explicit or share <= fixed + 0.1:
         raise cli.UserError(f"a trial needs {need:g} CPUs ({what}) but the cluster has {capacity.cpus:g} "
                             f"(at most {capacity.node_cpus:g} on one node): lower --cpus-per-trial or "
                             f"--set data.cpus_per_worker=X, or --set data.num_cpu_workers=N")
-    factor = min((capacity.cpus - fixed) / (need - fixed), capacity.node_cpus / largest)
+    factor = min((share - fixed) / (need - fixed), capacity.node_cpus / largest)
 
     def shrink(cpus: float) -> float:  # down to a hundredth, so rounding never tips the sum over
         return max(0.01, math.floor(cpus * factor * 100) / 100)
@@ -298,8 +301,9 @@ def fit_to_cluster(config: ExperimentConfig, capacity: Capacity, *, explicit: bo
                                             torch_threads=scaling.threads),  # booked less, computes as before
         data=dataclasses.replace(data, cpus_per_worker=shrink(data.cpus_per_worker)))
     logger.info("a trial needs %g CPUs (%s); the cluster has %g: sized to %g CPU per Train worker and %g per data "
-                "actor (set --cpus-per-trial / data.cpus_per_worker to choose)", need, what, capacity.cpus,
-                fitted.scaling.cpus_per_worker, fitted.data.cpus_per_worker)
+                "actor, %d trial%s at once (set --cpus-per-trial / data.cpus_per_worker to choose)", need, what,
+                capacity.cpus, fitted.scaling.cpus_per_worker, fitted.data.cpus_per_worker, at_once,
+                "s" if at_once > 1 else "")
     return fitted
 
 

@@ -55,8 +55,19 @@ def test_gpu_trials_on_a_cluster_without_gpus_are_refused():
 
 def test_a_cluster_too_small_for_any_trial_is_refused():
     config, explicit = _config()
-    with pytest.raises(cli.UserError, match="cluster has 1"):
-        fit_to_cluster(config, Capacity(cpus=1, gpus=0, node_cpus=1), explicit=explicit)
+    assert trial_cpus(fit_to_cluster(config, Capacity(cpus=1, gpus=0, node_cpus=1), explicit=explicit)) <= 1
+    with pytest.raises(cli.UserError, match="cluster has 0.4"):  # not even the trial's process and read task
+        fit_to_cluster(config, Capacity(cpus=0.4, gpus=0, node_cpus=0.4), explicit=explicit)
+
+
+def test_trials_share_the_cpus_by_the_torch_threads_they_compute_with():
+    debug, _ = _config()  # 1 thread per trial: two at once on 2 CPUs
+    fitted = fit_to_cluster(debug, TWO_CPUS, explicit=False)
+    assert fitted.scaling.threads == 1 and 2 * trial_cpus(fitted) <= 2 < 3 * trial_cpus(fitted)
+    args = for_study(parse_args(["--study", "noise", "--recipe", "demo"]), "noise")
+    demo = base_config(args)  # 2 threads: one at a time, with the whole machine
+    fitted = fit_to_cluster(demo, TWO_CPUS, explicit=False)
+    assert fitted.scaling.threads == 2 and 1 < trial_cpus(fitted) <= 2
 
 
 def test_every_recipe_default_fits_two_cpus_after_sizing():

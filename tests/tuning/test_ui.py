@@ -30,11 +30,12 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def mlflow_ui(two_trial_study, tmp_path):
+@pytest.fixture(scope="module")
+def mlflow_ui(two_trial_study, tmp_path_factory):
+    """One UI server for the tests here: they only read the study's runs."""
     storage = two_trial_study.storage
     port = free_port()
-    log_path = tmp_path / "mlflow_server.log"
+    log_path = tmp_path_factory.mktemp("mlflow_ui") / "mlflow_server.log"
     log = log_path.open("w")
     # Own process group: the server's workers are stopped with it.
     server = subprocess.Popen(server_command(storage, port=port), cwd=ROOT, stdout=log,

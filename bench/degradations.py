@@ -60,8 +60,8 @@ def bench_ray(config: DataConfig, num_pairs: int) -> tuple[float, float]:
     import ray
     import ray.data
 
-    # One CPU more than the actor pool books: the range-read tasks feeding it need a CPU too (without
-    # it the pipeline starves and hangs).
+    # One CPU more than the actor pool books: the read tasks feeding it need some too (READ_TASK_CPUS; with
+    # none spare the pipeline starves and hangs).
     ray.init(address="local", num_cpus=config.num_cpu_workers + 1, include_dashboard=False, log_to_driver=False)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False

@@ -315,7 +315,6 @@ def build_train_dataset(config: DataConfig, *, num_samples: int, start_index: in
     held-out image is ever read here.
     """
     import ray.data  # here, not at the top: the configs in this module are read by processes that never stream
-
     from ray.data._internal.datasource.range_datasource import RangeDatasource  # what ray.data.range reads
 
     manifest = train_manifest(config)

@@ -285,7 +285,7 @@ def fit_to_cluster(config: ExperimentConfig, capacity: Capacity, *, explicit: bo
     what = (f"{DRIVER_CPUS:g} trial + {READ_TASK_CPUS:g} read + {scaling.num_workers} x {scaling.cpus_per_worker:g}"
             f" Train + {data.num_cpu_workers} x {data.cpus_per_worker:g} data")
     fixed = DRIVER_CPUS + READ_TASK_CPUS
-    at_once = 1 if scaling.use_gpu else max(1, int(capacity.cpus // (scaling.num_workers * scaling.threads)))
+    at_once = 1 if scaling.use_gpu else max(1, int(capacity.cpus // (max(1, scaling.num_workers) * scaling.threads)))
     share = capacity.cpus / at_once
     if explicit or share <= fixed + 0.1:
         raise cli.UserError(f"a trial needs {need:g} CPUs ({what}) but the cluster has {capacity.cpus:g} "

@@ -66,6 +66,8 @@ BENCHES: dict[str, Bench] = {
     "diffir-sr": Bench("DiffIR S1 -> S2", "x4 SR, bicubic", (recipes.diffir_sr_s1, recipes.diffir_sr_s2),
                        minutes=7.9, baseline="bicubic"),
     "msgd-deblur": Bench("MSGD", "motion deblurring", (recipes.msgd_deblur,), minutes=7.4),
+    "diffir-inpaint": Bench("DiffIR S1 -> S2 (LaMa losses)", "inpainting, free-form strokes + boxes",
+                            (recipes.diffir_inpaint_s1, recipes.diffir_inpaint_s2), minutes=3.0, baseline="telea"),
     "refusion-inpaint": Bench("Refusion (pixel)", "inpainting, free-form strokes + boxes", (recipes.refusion_inpaint,),
                               minutes=2.9, baseline="telea"),
 }
@@ -169,7 +171,7 @@ def hole_masks(config: ExperimentConfig) -> list[np.ndarray]:
     data = config.data
     lqs = [build_val_set(dataclasses.replace(data, degradation=dataclasses.replace(data.degradation, fill=fill)),
                          config.train.num_val_images)[1] for fill in (0.0, 1.0)]
-    return [np.any(zero != one, axis=-1) for zero, one in zip(*lqs)]
+    return [np.any(zero[..., :3] != one[..., :3], axis=-1) for zero, one in zip(*lqs)]
 
 
 def hole_psnr(out: np.ndarray, hq: np.ndarray, holes: np.ndarray) -> float:
@@ -189,7 +191,7 @@ def score_holes(config: ExperimentConfig, checkpoint: Path, hqs: list[np.ndarray
     for hq, lq, holes in zip(hqs, lqs, masks, strict=True):
         with torch.no_grad():
             out = to_image(method.restore(net, to_model(torch.from_numpy(lq[None])), generator=generator))[0]
-        inputs.append(hole_psnr(lq, hq, holes))
+        inputs.append(hole_psnr(lq[..., :3], hq, holes))  # an lq with a hole channel: its image
         outputs.append(hole_psnr(out, hq, holes))
     return HoleScores(lq_psnr=float(np.mean(inputs)), psnr=float(np.mean(outputs)), baseline_psnr=telea,
                       hole_fraction=float(np.mean([m.mean() for m in masks])))
@@ -201,7 +203,7 @@ def score_telea(hqs: list[np.ndarray], lqs: list[np.ndarray], masks: list[np.nda
     metrics = ImageMetrics(device=torch.device("cpu"), protocol=protocol)
     whole, inside = [], []
     for hq, lq, holes in zip(hqs, lqs, masks, strict=True):
-        out = cv2.inpaint(lq, holes.astype(np.uint8), 5, cv2.INPAINT_TELEA)
+        out = cv2.inpaint(np.ascontiguousarray(lq[..., :3]), holes.astype(np.uint8), 5, cv2.INPAINT_TELEA)
         whole.append(metrics(to_model(torch.from_numpy(out[None])), to_model(torch.from_numpy(hq[None])))["psnr"])
         inside.append(hole_psnr(out, hq, holes))
     return float(np.mean(whole)), float(np.mean(inside))

@@ -60,6 +60,24 @@ def refusion_inpaint(previous: str | None = None) -> ExperimentConfig:
                                train=dataclasses.replace(demo().train, num_steps=1600))
 
 
+INPAINT_DATA = _photos(MaskConfig(fill=0.0, hole_channel=True), patch_size=64)  # LaMa's zeroed holes + mask
+
+
+def diffir_inpaint_s1(previous: str | None = None) -> ExperimentConfig:
+    """DiffIR inpainting stage 1 with LaMa's losses (known-pixel L1 x10, GAN + R1, feature matching, ResNet PL; the
+    ResNet50 is random here, no ADE20k file) on 64^2 crops of the photos; needs the GT, so no validation."""
+    config = _cpu("diffir_inpaint_s1", diffir_configs.tiny_inpainting(stage=1), INPAINT_DATA, lr=2e-3,
+                  num_steps=400, batch_size=6)
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, num_val_images=0, grad_clip=1.0))
+
+
+def diffir_inpaint_s2(previous: str | None) -> ExperimentConfig:
+    """DiffIR inpainting stage 2 from stage 1: CPEN_S2 + the prior denoiser with everything else, jointly."""
+    config = _cpu("diffir_inpaint_s2", diffir_configs.tiny_inpainting(stage=2, init_from=previous), INPAINT_DATA,
+                  lr=1e-3, num_steps=300, batch_size=6)
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, grad_clip=1.0))
+
+
 def latent_autoencoder_denoise(previous: str | None = None) -> ExperimentConfig:
     """Latent Refusion stage 1: the tiny 8x compressor pretrained on noisy/clean pairs (lq/hq swapped half the time)."""
     return _cpu("latent_ae_denoise", LatentAutoencoderConfig(net=TINY_UNET), _photos(NOISE, patch_size=64), lr=2e-3,

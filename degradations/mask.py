@@ -2,7 +2,9 @@
 arXiv 1806.03589, and LaMa's wide masks, arXiv 2109.07161), filled with a constant. Scale 1.
 
 The official IR-SDE / Refusion inpainting fills holes with 1 (white): lq = keep * hq + (1 - keep), keep in {0, 1}
-(`mask_to` in its deg_utils.py). Strokes and boxes are drawn in pixels of the image they were sampled for.
+(`mask_to` in its deg_utils.py). DiffIR's inpainting (LaMa's trainer) feeds img * (1 - hole) and the hole mask
+as a 4th channel: `fill=0, hole_channel=True`. Strokes and boxes are drawn in pixels of the image they were
+sampled for.
 """
 
 import math
@@ -32,6 +34,8 @@ class MaskConfig:
     num_boxes_range: tuple[int, int] = (0, 2)
     box_size_range: tuple[float, float] = (0.1, 0.35)
     fill: float = 1.0
+    # True: the lq gets a 4th channel, 1 in the holes and 0 elsewhere, for nets that are told where the holes are.
+    hole_channel: bool = False
 
     def __post_init__(self) -> None:
         for name in ("num_strokes_range", "num_vertices_range", "num_boxes_range"):
@@ -63,12 +67,14 @@ class MaskParams:
     strokes: tuple[tuple[int, tuple[tuple[int, int], ...]], ...]  # (width px, ((x, y) vertices)) per stroke
     boxes: tuple[tuple[int, int, int, int], ...]  # (x0, y0, x1, y1) per box, inclusive corners
     fill: float
+    hole_channel: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> "MaskParams":
         strokes = tuple((int(w), tuple((int(x), int(y)) for x, y in points)) for w, points in d["strokes"])
         boxes = tuple(tuple(int(v) for v in box) for box in d["boxes"])
-        return cls(height=d["height"], width=d["width"], strokes=strokes, boxes=boxes, fill=d["fill"])
+        return cls(height=d["height"], width=d["width"], strokes=strokes, boxes=boxes, fill=d["fill"],
+                   hole_channel=bool(d.get("hole_channel", False)))
 
 
 def sample_params(config: MaskConfig, rng: np.random.Generator, hq_shape: tuple[int, ...]) -> MaskParams:
@@ -98,7 +104,8 @@ def sample_params(config: MaskConfig, rng: np.random.Generator, hq_shape: tuple[
         box_h = max(1, round(rng.uniform(*config.box_size_range) * side))
         x0, y0 = int(rng.integers(0, width - box_w + 1)), int(rng.integers(0, height - box_h + 1))
         boxes.append((x0, y0, x0 + box_w - 1, y0 + box_h - 1))
-    return MaskParams(height=height, width=width, strokes=tuple(strokes), boxes=tuple(boxes), fill=config.fill)
+    return MaskParams(height=height, width=width, strokes=tuple(strokes), boxes=tuple(boxes), fill=config.fill,
+                      hole_channel=config.hole_channel)
 
 
 def keep_mask(params: MaskParams) -> np.ndarray:
@@ -115,8 +122,10 @@ def keep_mask(params: MaskParams) -> np.ndarray:
 
 
 def apply(hq: np.ndarray, params: MaskParams) -> np.ndarray:
-    """HxWx3 float32 [0, 1] -> same shape with the holes set to params.fill, on the 8-bit grid."""
+    """HxWx3 float32 [0, 1] -> same with the holes set to params.fill, on the 8-bit grid; with hole_channel,
+    HxWx4: the hole mask (1 in the holes) appended."""
     if hq.shape[:2] != (params.height, params.width):
         raise ValueError(f"mask drawn for {params.height}x{params.width}, image is {hq.shape[0]}x{hq.shape[1]}")
     keep = keep_mask(params)[:, :, None]
-    return quantize_8bit(keep * hq + (1.0 - keep) * np.float32(params.fill))
+    lq = quantize_8bit(keep * hq + (1.0 - keep) * np.float32(params.fill))
+    return np.concatenate([lq, 1.0 - keep], axis=2) if params.hole_channel else lq

@@ -129,6 +129,10 @@ class DataConfig:
     def scale(self) -> int:
         return self.source.scale if self.degradation is None else self.degradation.scale
 
+    @property
+    def lq_channels(self) -> int:
+        """3, or 4 for inpainting masks with a hole channel (the lq then tells the net where its holes are)."""
+        return 4 if isinstance(self.degradation, MaskConfig) and self.degradation.hole_channel else 3
 
     @property
     def has_validation(self) -> bool:
@@ -256,7 +260,7 @@ class PairMaker:
             for key, value in zip(("hq", "lq", "sample_id", "epoch", "index"), (hq, lq, used, e, i)):
                 rows[key].append(value)
         p, q = self.config.patch_size, self.config.patch_size // self.config.scale
-        empty = {"hq": np.zeros((0, p, p, 3), np.uint8), "lq": np.zeros((0, q, q, 3), np.uint8)}
+        empty = {"hq": np.zeros((0, p, p, 3), np.uint8), "lq": np.zeros((0, q, q, self.config.lq_channels), np.uint8)}
         return {
             key: np.stack(rows[key]) if rows[key] else empty.get(key, np.zeros(0, np.int64))
             for key in ("hq", "lq", "sample_id", "epoch", "index")

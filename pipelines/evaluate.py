@@ -46,7 +46,9 @@ def format_scores(scores: dict[str, float]) -> str:
     def trio(prefix: str) -> str:
         return (f"psnr {scores[prefix + 'psnr']:.2f} ssim {scores[prefix + 'ssim']:.3f} "
                 f"{lpips} {scores[prefix + lpips]:.3f}")
-    return f"input {trio('lq_')} -> output {trio('')} (gain {scores['psnr_gain']:+.2f} dB)"
+    holes = (f"; inside the holes {scores['lq_hole_psnr']:.2f} -> {scores['hole_psnr']:.2f} dB "
+             f"({scores['hole_psnr_gain']:+.2f})") if "hole_psnr_gain" in scores else ""
+    return f"input {trio('lq_')} -> output {trio('')} (gain {scores['psnr_gain']:+.2f} dB{holes})"
 
 
 @torch.no_grad()
@@ -80,8 +82,10 @@ def evaluate(
         lq = to_model(torch.from_numpy(lq_all[start : start + batch_size]).to(device))
         keys = {"keys": val_set[2][start : start + batch_size]} if method.needs_keys else {}
         out = method.restore(net, lq, generator=generator, **keys)
-        lq_up = upsample_input(lq, hq.shape[-2:])
+        lq_up = upsample_input(lq[:, :3], hq.shape[-2:])  # an inpainting lq's 4th channel is its hole mask
         batch_scores = metrics(out, hq) | {f"lq_{k}": v for k, v in metrics(lq_up, hq).items()}
+        if lq.shape[1] == 4:
+            batch_scores |= hole_psnr(out, lq_up, hq, hole_BCHW=(lq[:, 3:4] > 0).float())
         for key, value in batch_scores.items():
             sums[key] = sums.get(key, 0.0) + value * len(hq)
         rows.append(_grid_rows(to_image(lq_up), to_image(out), to_image(hq)))
@@ -89,7 +93,20 @@ def evaluate(
     scores = {key: total / num_images for key, total in sums.items()}
     scores["psnr_gain"] = scores["psnr"] - scores["lq_psnr"]
     scores["ssim_gain"] = scores["ssim"] - scores["lq_ssim"]
+    if "hole_psnr" in scores:
+        scores["hole_psnr_gain"] = scores["hole_psnr"] - scores["lq_hole_psnr"]
     return scores, np.concatenate(rows, axis=0)
+
+
+def hole_psnr(out_BCHW: torch.Tensor, lq_BCHW: torch.Tensor, hq_BCHW: torch.Tensor, *, hole_BCHW: torch.Tensor
+              ) -> dict[str, float]:
+    """Batch means of the PSNR (RGB, [0, 1] range) inside the holes of the output and of the input: inpainting's
+    gain where it had to invent the pixels (the whole-image PSNR also counts the pixels it was given)."""
+    def psnr(x_BCHW: torch.Tensor) -> float:
+        squared = ((x_BCHW.float() - hq_BCHW.float()) / 2) ** 2 * hole_BCHW
+        mse_B = squared.sum(dim=(1, 2, 3)) / (hole_BCHW.sum(dim=(1, 2, 3)) * 3).clamp(min=1)
+        return float((10 * torch.log10(1 / mse_B.clamp(min=1e-10))).mean())
+    return {"hole_psnr": psnr(out_BCHW), "lq_hole_psnr": psnr(lq_BCHW)}
 
 
 def upsample_input(lq_BCHW: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -261,6 +278,9 @@ def main(argv: list[str] | None = None) -> Evaluation:
     if args.checkpoint is not None:
         with cli.user_input(f"--checkpoint {args.checkpoint}"):
             method, net, config = load_model(args.checkpoint, device=device)
+        if config.data.lq_channels == 4:
+            raise cli.UserError(f"--checkpoint {args.checkpoint} inpaints and needs each input's mask: restore with "
+                                "pipelines/restore.py --mask, then score with --restored DIR")
         # restore.py's seeds: --seed plus the image's index in the input folder
         seeds = {path.stem: args.seed + i for i, path in enumerate(list_inputs(args.lq))}
 

@@ -10,6 +10,7 @@ Batch sizes are per worker: the global batch is
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 import typing
@@ -482,6 +483,40 @@ def diffir_deblur_s2(init_from: str = "runs/diffir_deblur_s1/checkpoint_00300000
     return _progressive(r, num_steps=(150_000, 60_000, 50_000, 60_000, 40_000, 40_000))
 
 
+def _diffir_inpainting_data() -> DataConfig:
+    """DiffIR-inpainting's CelebA-HQ data (data/abl-04-256-mh-dist-celeba.yaml): the 256^2 faces whole, no flips,
+    the hole mask as a 4th channel and the holes zeroed (LaMa's img * (1 - mask)). LaMa draws per sample either
+    irregular strokes (1-5 strokes of 1-5 segments, 10-209 px long, 5-104 px wide, any turn) or 1-4 boxes of
+    30-150 px; ours draws both kinds into one mask, at the same sizes (fractions of 256)."""
+    holes = MaskConfig(num_strokes_range=(1, 5), num_vertices_range=(1, 5), segment_length_range=(0.04, 0.82),
+                       stroke_width_range=(0.02, 0.41), max_turn=math.pi, num_boxes_range=(1, 4),
+                       box_size_range=(0.12, 0.59), fill=0.0, hole_channel=True)
+    return DataConfig(source=FolderSource(paths=("data/celebahq/train_256",)), degradation=holes, patch_size=256,
+                      crop_margin=0, hflip=False, rot=False, num_cpu_workers=6)
+
+
+def _lama(name: str, method: MethodConfig, *, validate: bool) -> ExperimentConfig:
+    """DiffIR-inpainting's LaMa trainer: G Adam 2e-4 and D Adam 1e-4 (lama.disc_lr), constant; gradients clipped
+    at norm 1 per net; fp32; 40 epochs x 25,000 batches of 5 per GPU, on 8 GPUs (UNVERIFIED: the trainer takes
+    every GPU it sees, `gpus: -1`); no generator averaging (average_generator is off), so no EMA."""
+    optim = OptimConfig(name="adam", lr=2e-4, betas=(0.9, 0.999), scheduler="constant")
+    r = _paper(name, method, _diffir_inpainting_data(), optim, num_steps=1_000_000, batch_size=5)
+    train = dataclasses.replace(r.train, ema=False, amp=False, grad_clip=1.0, official_global_batch=5 * 8,
+                                num_val_images=r.train.num_val_images if validate else 0)
+    return dataclasses.replace(r, train=train, scaling=dataclasses.replace(r.scaling, num_workers=8))
+
+
+def diffir_inpaint_s1() -> ExperimentConfig:
+    """DiffIRS1-celeba.yaml: CPEN_S1 sees the masked image, the mask and the GT; LaMa's losses."""
+    return _lama("diffir_inpaint_s1", diffir_configs.inpainting(stage=1), validate=False)
+
+
+def diffir_inpaint_s2(init_from: str = "runs/diffir_inpaint_s1/checkpoint_01000000") -> ExperimentConfig:
+    """DiffIRS2-celeba.yaml: from stage 1 (generatorS1_path and generatorS2_path), CPEN_S2 + the prior denoiser
+    trained jointly with the DIRformer, LaMa's losses plus L1 of the prior (KDLoss's l_abs, weight 1)."""
+    return _lama("diffir_inpaint_s2", diffir_configs.inpainting(stage=2, init_from=init_from), validate=True)
+
+
 def diffir_debug() -> ExperimentConfig:
     """Tiny DiffIR stage 2 (10 prior-only steps, then joint) on the debug data."""
     return dataclasses.replace(debug(), name="diffir_debug",
@@ -511,5 +546,6 @@ RECIPES = {
     for f in (demo, debug, refusion_deblurring, refusion_deshadow, refusion_sisr, sweep_gpu, latent_refusion_dehazing,
               latent_autoencoder_dehazing, irsde_deblurring, refusion_inpainting, irsde_inpainting, osediff_sd21,
               osediff_tiny, diffir_sr4x_s1, diffir_sr4x_s2, diffir_sr4x_gan, diffir_deblur_s1, diffir_deblur_s2, diffir_debug,
+              diffir_inpaint_s1, diffir_inpaint_s2,
               msgd_deblurring, msgd_debug)
 }

@@ -95,6 +95,28 @@ def write_image(path: Path, x_BCHW: torch.Tensor) -> None:
         raise OSError(f"cannot write {path}")
 
 
+def inpainting_input(image_BCHW: torch.Tensor, mask_path: Path, *, fill: float) -> torch.Tensor:
+    """The 4-channel lq of an inpainting net: the image with its holes set to `fill` ([0, 1]) and the hole mask
+    (a file of the image's size, white or any bright pixel = hole). DecodeError for a mask that cannot be used."""
+    mask_BCHW = read_image(mask_path)
+    if mask_BCHW.shape[-2:] != image_BCHW.shape[-2:]:
+        raise DecodeError(f"mask {mask_path} is {mask_BCHW.shape[-1]}x{mask_BCHW.shape[-2]}, the image "
+                          f"{image_BCHW.shape[-1]}x{image_BCHW.shape[-2]}")
+    hole_B1HW = (mask_BCHW.mean(dim=1, keepdim=True) > 0).float()  # brighter than mid-grey
+    masked_BCHW = torch.where(hole_B1HW.bool(), torch.full_like(image_BCHW, fill * 2 - 1), image_BCHW)
+    return torch.cat([masked_BCHW, hole_B1HW * 2 - 1], dim=1)
+
+
+def mask_for(path: Path, masks: Path) -> Path:
+    """--mask: the one file, or the folder's file with the input's stem; DecodeError when there is none."""
+    if masks.is_file():
+        return masks
+    found = sorted(p for p in masks.glob(f"{path.stem}.*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise DecodeError(f"no mask {path.stem}.* in {masks}")
+    return found[0]
+
+
 def list_inputs(src: Path) -> list[Path]:
     """The image files of a folder (by suffix, sorted), or a single file as given."""
     if src.is_dir():
@@ -155,6 +177,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--T", type=cli.positive_int, help="must match the checkpoint (a safety check)")
     p.add_argument("--schedule", help="must match the checkpoint (a safety check)")
     p.add_argument("--eps", type=cli.positive_float, help="must match the checkpoint (a safety check)")
+    p.add_argument("--mask", type=Path, help="inpainting checkpoints: the hole mask (white = hole), one file or a "
+                   "folder with a mask per input, matched by file stem")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -186,6 +210,14 @@ def main(argv: list[str] | None = None) -> Restored:
     with cli.user_input(f"--checkpoint {args.checkpoint}"):
         method, net, config = load_model(args.checkpoint, device=device)
         check_process_flags(method, {k: getattr(args, k) for k in PROCESS_FLAGS})
+    inpaints = config.data.lq_channels == 4
+    if inpaints and args.mask is None:
+        raise cli.UserError(f"--checkpoint {args.checkpoint} inpaints: give --mask (a file, or a folder with a mask "
+                            "per input stem; white = hole)")
+    if args.mask is not None and not inpaints:
+        raise cli.UserError(f"--mask: --checkpoint {args.checkpoint} does not inpaint (its net takes no mask)")
+    if args.mask is not None and not args.mask.exists():
+        raise cli.UserError(f"--mask {args.mask}: no such file or folder")
     with cli.user_input(f"--input {args.input}"):
         inputs = list_inputs(args.input)
     if not inputs:
@@ -194,7 +226,10 @@ def main(argv: list[str] | None = None) -> Restored:
     start = time.perf_counter()
     for i, (path, target) in enumerate(zip(inputs, output_paths(inputs, args.output))):
         try:
-            lq_BCHW = read_image(path).to(device)
+            lq_BCHW = read_image(path)
+            if inpaints:
+                lq_BCHW = inpainting_input(lq_BCHW, mask_for(path, args.mask), fill=config.data.degradation.fill)
+            lq_BCHW = lq_BCHW.to(device)
         except DecodeError as error:
             skipped[str(path)] = f"{type(error).__name__}: {error}"
             logger.warning("skipping %s: %s", path, skipped[str(path)])

@@ -3,8 +3,11 @@
 Training lengths, optimisers and data live in the run recipes (pipelines/recipes.py); these only pick the net.
 """
 
+import dataclasses
+
 from models.diffir.cpen import CPENConfig
 from models.diffir.dirformer import DIRformerConfig
+from models.diffir.lama import LamaConfig
 from models.diffir.method import DiffIRConfig
 from models.diffir.prior import PriorDenoiserConfig
 
@@ -31,6 +34,20 @@ def deblur(*, stage: int, init_from: str = "") -> DiffIRConfig:
     )
 
 
+def inpainting(*, stage: int, init_from: str = "") -> DiffIRConfig:
+    """CelebA-HQ / Places inpainting (generator/DiffIRS{1,2}-celeba.yaml): masked image + mask in (4 channels), dim 52,
+    blocks [1,1,1,9], no refinement, ffn 1.8, WithBias LN, 5 CPEN blocks; LaMa's losses and discriminator, and no
+    prior-only phase (the LaMa trainer trains stage 2 jointly from its first step)."""
+    return DiffIRConfig(
+        stage=stage, scale=1, init_from=init_from, in_channels=4,
+        dirformer=DIRformerConfig(dim=52, num_blocks=(1, 1, 1, 9), num_refinement_blocks=0, ffn_expansion=1.8,
+                                  layer_norm_bias=True),
+        cpen=CPENConfig(num_feats=64, num_res_blocks=5),
+        prior_only_steps=0,
+        lama=LamaConfig(),
+    )
+
+
 def tiny(*, stage: int, scale: int = 4, init_from: str = "", prior_only_steps: int = 2) -> DiffIRConfig:
     """A CPU-sized net with every part of the real one (prior size 64), for tests and the debug recipe."""
     return DiffIRConfig(
@@ -41,3 +58,11 @@ def tiny(*, stage: int, scale: int = 4, init_from: str = "", prior_only_steps: i
         denoiser=PriorDenoiserConfig(num_layers=1, time_dim=8),
         prior_only_steps=prior_only_steps,
     )
+
+
+def tiny_inpainting(*, stage: int, init_from: str = "", lama: LamaConfig | None = None) -> DiffIRConfig:
+    """tiny() fed the masked image and its hole mask, with LaMa's losses (random ResNet50 features unless
+    lama.resnet_pl_path names the ADE20k file) and a 3-layer, 32-feature discriminator."""
+    lama = lama or LamaConfig(disc_ndf=32, disc_layers=3, resnet_pl_path="random")
+    return dataclasses.replace(tiny(stage=stage, scale=1, init_from=init_from, prior_only_steps=0), in_channels=4,
+                               lama=lama)

@@ -3,6 +3,8 @@
 Each TransformerBlock runs DMTA (transposed, channel-wise attention after a FiLM by z) and DGFN (gated
 depth-wise feed-forward after its own FiLM), both pre-normalised. Restormer is Zamir et al. (arXiv 2111.09881).
 scale 1 runs at full resolution and adds the input (deblurring); scale 2 or 4 runs at hq/4 and upsamples.
+The inpainting net (in_channels 4: the masked image and its hole mask) runs at scale 1 and adds nothing: the
+official inpainting DIRformer has its global residual commented out.
 
 Legend: B batch, C channels, H height, W width, D prior size, N heads, L = H * W.
 """
@@ -138,17 +140,20 @@ def upsample(channels: int, bias: bool) -> nn.Module:
 
 
 class DIRformer(nn.Module):
-    """forward(lq_BCHW, z_BD) -> out_BCHW at lq size * scale; lq sides: multiples of 16 at scale 2, else 8."""
+    """forward(lq_BCHW, z_BD) -> out_BCHW (3 channels) at lq size * scale; lq sides: multiples of 16 at scale 2,
+    else 8. in_channels 4 (inpainting: masked image + hole mask) needs scale 1 and has no global residual."""
 
-    def __init__(self, config: DIRformerConfig, *, scale: int, prior_dim: int) -> None:
+    def __init__(self, config: DIRformerConfig, *, scale: int, prior_dim: int, in_channels: int = 3) -> None:
         super().__init__()
         if scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, got {scale}")
-        self.scale = scale
+        if in_channels not in (3, 4) or (in_channels == 4 and scale != 1):
+            raise ValueError(f"in_channels must be 3, or 4 (inpainting) at scale 1; got {in_channels} at scale {scale}")
+        self.scale, self.residual = scale, in_channels == 3
         c, n, h, b = config.dim, config.num_blocks, config.heads, config.bias
         # SR runs the U-net at hq/4: lq x4 as is, lq x2 pixel-unshuffled by 2 (12 channels).
         self.unshuffle = nn.PixelUnshuffle(2) if scale == 2 else nn.Identity()
-        in_channels = 12 if scale == 2 else 3
+        in_channels = 12 if scale == 2 else in_channels
         self.patch_embed = nn.Conv2d(in_channels, c, 3, padding=1, bias=b)
         self.enc1 = Stage(n[0], c, h[0], prior_dim, config)
         self.down1 = downsample(c, b)
@@ -185,6 +190,8 @@ class DIRformer(nn.Module):
         x = self.dec2(self.reduce2(torch.cat([self.up2(x), e2], dim=1)), z_BD)
         x = self.dec1(torch.cat([self.up1(x), e1], dim=1), z_BD)
         x = self.tail(self.refinement(x, z_BD))
+        if not self.residual:
+            return x
         if self.scale == 1:
             return x + lq_BCHW
         return x + F.interpolate(lq_BCHW, scale_factor=self.scale, mode="nearest")

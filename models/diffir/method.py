@@ -4,6 +4,9 @@ Stage 1 trains CPEN_S1 (which sees the ground truth) and the DIRformer with L1. 
 CPEN_S1 as the teacher, trains CPEN_S2 (lq only) and the prior denoiser to reproduce its prior through the
 reverse chain (first alone, for prior_only_steps), then everything jointly with L1(image) + L1(prior).
 The GAN stage (config.gan, real-world SR) continues a stage-2 net with perceptual and adversarial terms (gan.py).
+Inpainting (in_channels 4, config.lama) feeds the masked image and its hole mask, and trains both stages with
+LaMa's losses as the official DiffIR-inpainting trainer (lama.py): known-pixel L1, non-saturating GAN with R1,
+discriminator feature matching and the ADE20k ResNet50 perceptual loss; restoring pastes the known pixels back.
 
 Legend: B batch, C channels, H height, W width, D prior size (4 * cpen.num_feats).
 """
@@ -21,6 +24,7 @@ from torch import nn
 from models.diffir.cpen import CPEN, CPENConfig
 from models.diffir.dirformer import SCALES, DIRformer, DIRformerConfig
 from models.diffir.gan import GANConfig, UNetDiscriminatorSN, VGG19Features, adversarial_losses, perceptual_loss
+from models.diffir.lama import LamaConfig, NLayerDiscriminator, ResNet50Dilated, lama_adversarial, masked_l1, resnet_pl_loss
 from models.diffir.prior import PriorDenoiser, PriorDenoiserConfig
 from models.method import MethodDefaults, Pretrained
 from models.processes.ddpm import DDPM
@@ -55,6 +59,10 @@ class DiffIRConfig:
     # The S2-GAN stage: a stage-2 net (init_from is then a stage-2 checkpoint) plus a discriminator, trained with
     # L1 + prior L1 + VGG19 perceptual + GAN. It has no prior-only phase (prior_only_steps must be 0).
     gan: GANConfig | None = None
+    # 4: the inpainting net, fed the masked image and its hole mask (an lq with a 4th, hole channel: 1 in holes).
+    in_channels: int = 3
+    # Inpainting's LaMa losses and discriminator (both stages, no prior-only phase); None trains with L1 alone.
+    lama: LamaConfig | None = None
 
     def __post_init__(self) -> None:
         if self.kind != "diffir":
@@ -72,6 +80,14 @@ class DiffIRConfig:
         if self.gan is not None and (self.stage != 2 or self.prior_only_steps):
             raise ValueError(f"diffir.gan continues a stage-2 net with no prior-only phase: it needs stage 2 and "
                              f"prior_only_steps 0, got stage {self.stage}, prior_only_steps {self.prior_only_steps}")
+        if self.in_channels not in (3, 4) or (self.in_channels == 4 and self.scale != 1):
+            raise ValueError(f"diffir.in_channels must be 3, or 4 (inpainting) at scale 1; got {self.in_channels} "
+                             f"at scale {self.scale}")
+        if self.lama is not None and (self.in_channels != 4 or self.gan is not None
+                                      or (self.stage == 2 and self.prior_only_steps)):
+            raise ValueError("diffir.lama is the inpainting trainer: it needs in_channels 4 (the hole mask), no gan, "
+                             f"and in stage 2 prior_only_steps 0; got in_channels {self.in_channels}, "
+                             f"gan {self.gan is not None}, prior_only_steps {self.prior_only_steps}")
         DDPM(num_train_steps=self.num_diffusion_steps, beta_start=self.beta_start, beta_end=self.beta_end)
 
     @property
@@ -114,16 +130,19 @@ class DiffIRNet(nn.Module):
     def __init__(self, config: DiffIRConfig) -> None:
         super().__init__()
         self.scale = config.scale
-        lq_channels = 3 * (4 // config.scale) ** 2
+        lq_channels = config.in_channels * (4 // config.scale) ** 2
         prior_dim = config.cpen.prior_dim
         self.cpen_s1 = CPEN(lq_channels + 48, config.cpen)
-        self.dirformer = DIRformer(config.dirformer, scale=config.scale, prior_dim=prior_dim)
+        self.dirformer = DIRformer(config.dirformer, scale=config.scale, prior_dim=prior_dim,
+                                   in_channels=config.in_channels)
         if config.stage == 2:
             self.cpen_s1.requires_grad_(False)
             self.cpen_s2 = CPEN(lq_channels, config.cpen)
             self.denoiser = PriorDenoiser(prior_dim, config.denoiser, num_train_steps=config.num_diffusion_steps)
         if config.gan is not None:
             self.discriminator = UNetDiscriminatorSN(3, config.gan.disc_num_feat)
+        if config.lama is not None:
+            self.discriminator = NLayerDiscriminator(3, config.lama.disc_ndf, config.lama.disc_layers)
 
     def teacher_prior(self, lq_BCHW: torch.Tensor, hq_BCHW: torch.Tensor) -> torch.Tensor:
         """z = CPEN_S1([lq, PixelUnshuffle_4(hq)]), shape (B, D)."""
@@ -159,10 +178,12 @@ class DiffIR(MethodDefaults):
                              "pipelines.checkpoints.build_method reads them")
         self.config, self.init = config, init
         # BasicSR keeps an EMA of the generator only: the discriminator's "EMA" is the live one.
-        self.unaveraged_prefixes = ("discriminator.",) if config.gan is not None else ()
+        self.adversarial = config.gan is not None or config.lama is not None
+        self.unaveraged_prefixes = ("discriminator.",) if self.adversarial else ()
         self.process = DDPM(num_train_steps=config.num_diffusion_steps, beta_start=config.beta_start,
                             beta_end=config.beta_end)
         self.vgg: VGG19Features | None = None  # the GAN stage's frozen perceptual net, outside the saved weights
+        self.resnet_pl: ResNet50Dilated | None = None  # inpainting's, likewise
 
     def build(self) -> DiffIRNet:
         net = DiffIRNet(self.config)
@@ -174,10 +195,11 @@ class DiffIR(MethodDefaults):
 
     def param_groups(self, net: nn.Module) -> list[dict]:
         """One group; the GAN stage's discriminator is a second group with its own lr (the official optimizer_d)."""
-        disc = {id(p) for p in net.discriminator.parameters()} if self.config.gan is not None else set()
+        disc = {id(p) for p in net.discriminator.parameters()} if self.adversarial else set()
         groups = [{"params": [p for p in net.parameters() if p.requires_grad and id(p) not in disc]}]
-        if self.config.gan is not None:
-            groups.append({"params": list(net.discriminator.parameters()), "lr": self.config.gan.disc_lr})
+        if self.adversarial:
+            disc_lr = self.config.gan.disc_lr if self.config.gan is not None else self.config.lama.disc_lr
+            groups.append({"params": list(net.discriminator.parameters()), "lr": disc_lr})
         return groups
 
     def _prior_noise(self, batch: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -224,6 +246,8 @@ class DiffIR(MethodDefaults):
         self, net: nn.Module, hq: torch.Tensor, lq: torch.Tensor, *, step: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Stage 1: L1(out, hq). Stage 2: L1(z_hat, z) alone before prior_only_steps, then plus L1(out, hq)."""
+        if self.config.lama is not None:
+            return self._lama_loss(net, hq, lq, generator=generator)
         if self.config.stage == 1:
             out, _, _ = self.run(net, lq, hq)
             loss = F.l1_loss(out, hq)
@@ -259,6 +283,28 @@ class DiffIR(MethodDefaults):
                 + gan.gan_weight * terms["gan_g"] + terms["gan_d_real"] + terms["gan_d_fake"])
         return loss, {"loss": loss.item()} | {k: v.item() for k, v in terms.items()}
 
+    def _lama_loss(self, net: nn.Module, hq: torch.Tensor, lq: torch.Tensor, *, generator: torch.Generator
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The official inpainting trainer's generator loss (known-pixel L1 + GAN + feature matching + ResNet PL,
+        stage 2 plus L1 of the prior) and its discriminator loss, as one scalar (lama.lama_adversarial)."""
+        lama = self.config.lama
+        eps_BD = self._prior_noise(lq.shape[0], generator, lq.device) if self.config.stage == 2 else None
+        out, z_hat, z_teacher = self.run(net, lq, hq, eps_BD=eps_BD)
+        if self.resnet_pl is None:  # built on first use: restoring needs no ADE20k file
+            self.resnet_pl = ResNet50Dilated(lama.resnet_pl_file())
+        self.resnet_pl.to(hq.device)
+        hole = hole_mask(lq)
+        terms = {"l1_known": masked_l1(out, hq, hole, weight_known=lama.weight_known,
+                                       weight_missing=lama.weight_missing),
+                 "resnet_pl": resnet_pl_loss(self.resnet_pl, out, hq)}
+        if z_teacher is not None:
+            terms["l1_prior"] = F.l1_loss(z_hat, z_teacher)
+        terms |= lama_adversarial(net.discriminator, out, hq, hole, gp_coef=lama.gp_coef)
+        weights = {"resnet_pl": lama.resnet_pl_weight, "adv_g": lama.adversarial_weight,
+                   "feature_matching": lama.feature_matching_weight}
+        loss = sum(weights.get(k, 1.0) * v for k, v in terms.items())
+        return loss, {"loss": loss.item()} | {k: v.item() for k, v in terms.items()}
+
     @torch.no_grad()
     def restore(self, net: nn.Module, lq: torch.Tensor, *, generator: torch.Generator, progress: bool = False
                 ) -> torch.Tensor:
@@ -272,4 +318,13 @@ class DiffIR(MethodDefaults):
         lq_padded = pad_to_multiple(lq, m)
         out, _, _ = self.run(net, lq_padded, eps_BD=self._prior_noise(lq.shape[0], generator, lq.device))
         s = self.config.scale
-        return out[..., : H * s, : W * s]
+        out = out[..., : H * s, : W * s]
+        if self.config.in_channels == 4:  # inpainting: the output fills the holes, the known pixels stay (LaMa's)
+            hole = hole_mask(lq)
+            out = hole * out + (1 - hole) * lq[:, :3]
+        return out
+
+
+def hole_mask(lq_BCHW: torch.Tensor) -> torch.Tensor:
+    """B1HW, 1 in the holes: an inpainting lq's 4th channel, -1 (known) or 1 (hole) in model space."""
+    return ((lq_BCHW[:, 3:4] + 1) / 2).round()

@@ -35,6 +35,19 @@ def test_kept_pixels_are_the_photo_and_holes_the_fill_on_the_8_bit_grid(photo):
         assert np.all(lq[~keep] == np.float32(fill))
 
 
+def test_a_hole_channel_appends_the_mask_and_replays_from_json(photo):
+    config = MaskConfig(fill=0.0, hole_channel=True)
+    lq, params = degrade(photo, config, np.random.default_rng(2))
+    plain, _ = degrade(photo, MaskConfig(fill=0.0), np.random.default_rng(2))
+    assert lq.shape == (*photo.shape[:2], 4) and params.hole_channel
+    assert np.array_equal(lq[..., :3], plain)  # the same holes, the same image
+    assert np.array_equal(lq[..., 3], 1.0 - mask.keep_mask(params)) and 0 < lq[..., 3].mean() < 1
+    restored = params_from_dict(json.loads(json.dumps(dataclasses.asdict(params))))
+    assert np.array_equal(replay(photo, restored), lq)
+    old = {k: v for k, v in dataclasses.asdict(params).items() if k != "hole_channel"}  # params saved before it
+    assert params_from_dict(old).hole_channel is False
+
+
 def test_every_sample_has_a_hole_and_hole_areas_vary():
     config = MaskConfig()
     fractions = []

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from degradations import BicubicConfig, GaussianNoiseConfig, RealESRGANConfig
+from degradations import BicubicConfig, GaussianNoiseConfig, MaskConfig, RealESRGANConfig
 from degradations.crop import ImageTooSmall
 from pipelines.data import (
     DataConfig,
@@ -109,6 +109,22 @@ def test_make_pair_shapes_dtypes_and_determinism(tmp_path, degradation):
     assert hq.tobytes() == again[0].tobytes() and lq.tobytes() == again[1].tobytes()
     other = make_pair(sample, epoch=1, config=config)
     assert hq.tobytes() != other[0].tobytes()
+
+
+def test_inpainting_pairs_carry_the_hole_mask_through_crops_flips_and_validation(tmp_path):
+    holes = MaskConfig(fill=0.0, hole_channel=True)
+    config = _config(_folder(tmp_path, [(70, 90), (64, 64)]), degradation=holes, crop_margin=0, val_images=1)
+    assert config.lq_channels == 4 and _config(config.source).lq_channels == 3
+    rows = _run_udf(dataclasses.replace(config, val_images=0), start_index=0, ids=np.arange(8))
+    for hq, lq in zip(rows["hq"], rows["lq"]):
+        hole = lq[..., 3] == 255
+        assert lq.shape == (32, 32, 4) and set(np.unique(lq[..., 3])) <= {0, 255}
+        assert np.all(lq[hole, :3] == 0) and np.array_equal(lq[~hole, :3], hq[~hole])  # after flips and rot90
+    assert any(lq[..., 3].any() for lq in rows["lq"])
+    maker = PairMaker(config=config, manifest=config.source.manifest(), start_index=0)
+    assert maker({"id": np.zeros(0, np.int64)})["lq"].shape == (0, 32, 32, 4)
+    hqs, lqs, _ = build_val_set(config, 1)
+    assert lqs[0].shape == (*hqs[0].shape[:2], 4)
 
 
 def test_make_pair_lq_is_aligned_with_hq(tmp_path):

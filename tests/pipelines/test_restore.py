@@ -179,3 +179,40 @@ def test_track_logs_every_tenth_off_a_terminal(caplog) -> None:
         assert list(track(range(5), desc="quiet", enabled=False)) == list(range(5))
     lines = [r.message for r in caplog.records]
     assert len(lines) == 10 and lines[-1].startswith("work 100/100 (100%), ") and lines[-1].endswith("ETA 0.0 s")
+
+
+def _inpainting_checkpoint(directory: Path) -> None:
+    from degradations import MaskConfig
+    from models.diffir import DiffIR, configs
+
+    method_config = configs.tiny_inpainting(stage=2)
+    net = DiffIR(method_config).build()
+    config = debug()
+    config = dataclasses.replace(config, method=method_config, data=dataclasses.replace(
+        config.data, degradation=MaskConfig(fill=0.0, hole_channel=True)))
+    write_checkpoint(directory, state={"net": net.state_dict(), "ema": None, "optimizer": {}, "scheduler": {},
+                                       "step": 2}, config=config.to_dict())
+
+
+def test_an_inpainting_checkpoint_fills_the_holes_of_each_inputs_mask_and_keeps_the_rest(tmp_path) -> None:
+    _inpainting_checkpoint(tmp_path / "ckpt")
+    write_inputs(tmp_path / "in")
+    (tmp_path / "masks").mkdir()
+    hole = np.zeros((40, 36), np.uint8)
+    hole[10:22, 5:20] = 255
+    for name in ("rgb", "deep", "alpha"):  # no mask for gray.png: skipped, with the reason
+        cv2.imwrite(str(tmp_path / "masks" / f"{name}.png"), hole)
+    args = ["--checkpoint", str(tmp_path / "ckpt"), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
+    result = restore.main([*args, "--mask", str(tmp_path / "masks")])
+    assert sorted(p.name for p in result.written) == ["alpha.png", "deep.png", "rgb.png"]
+    assert list(result.skipped) == [str(tmp_path / "in" / "gray.png")] and "no mask" in result.skipped[
+        str(tmp_path / "in" / "gray.png")]
+    given, out = cv2.imread(str(tmp_path / "in" / "rgb.png")), cv2.imread(str(tmp_path / "out" / "rgb.png"))
+    known = hole == 0
+    assert np.array_equal(out[known], given[known]) and not np.array_equal(out[~known], given[~known])
+    with pytest.raises(cli.UserError, match="inpaints: give --mask"):
+        restore.main(args)
+    with pytest.raises(cli.UserError, match="does not inpaint"):
+        make_checkpoint(tmp_path / "plain", dataclasses.replace(refusion_tiny(), T=4))
+        restore.main(["--checkpoint", str(tmp_path / "plain"), "--input", str(tmp_path / "in"), "--output",
+                      str(tmp_path / "out2"), "--mask", str(tmp_path / "masks")])

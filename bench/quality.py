@@ -67,7 +67,7 @@ BENCHES: dict[str, Bench] = {
                        minutes=7.9, baseline="bicubic"),
     "msgd-deblur": Bench("MSGD", "motion deblurring", (recipes.msgd_deblur,), minutes=7.4),
     "diffir-inpaint": Bench("DiffIR S1 -> S2 (LaMa losses)", "inpainting, free-form strokes + boxes",
-                            (recipes.diffir_inpaint_s1, recipes.diffir_inpaint_s2), minutes=3.0, baseline="telea"),
+                            (recipes.diffir_inpaint_s1, recipes.diffir_inpaint_s2), minutes=9.2, baseline="telea"),
     "refusion-inpaint": Bench("Refusion (pixel)", "inpainting, free-form strokes + boxes", (recipes.refusion_inpaint,),
                               minutes=2.9, baseline="telea"),
 }

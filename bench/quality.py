@@ -109,6 +109,7 @@ class HoleScores:
     psnr: float
     baseline_psnr: float  # OpenCV's Telea inpainting given the same holes
     hole_fraction: float
+    mean_fill_psnr: float = float("nan")  # the holes filled with the mean colour of the image's known pixels
 
     @property
     def gain(self) -> float:
@@ -116,7 +117,8 @@ class HoleScores:
 
     def line(self) -> str:
         return (f"inside the holes ({100 * self.hole_fraction:.0f}% of the pixels) input {self.lq_psnr:.2f} dB -> "
-                f"output {self.psnr:.2f} dB (gain {self.gain:+.2f} dB; Telea {self.baseline_psnr:.2f} dB)")
+                f"output {self.psnr:.2f} dB (gain {self.gain:+.2f} dB; mean-colour fill {self.mean_fill_psnr:.2f} dB, "
+                f"Telea {self.baseline_psnr:.2f} dB)")
 
 
 def scaled(config: ExperimentConfig, factor: float, *, num_validations: int = 4,
@@ -188,13 +190,17 @@ def score_holes(config: ExperimentConfig, checkpoint: Path, hqs: list[np.ndarray
     generator = torch.Generator().manual_seed(config.seed)
     masks = hole_masks(config)
     inputs, outputs, telea = [], [], score_telea(hqs, lqs, masks, protocol=PROTOCOLS[config.protocol])[1]
+    mean_fills = []
     for hq, lq, holes in zip(hqs, lqs, masks, strict=True):
+        mean_fill = lq[..., :3].copy()
+        mean_fill[holes] = np.round(hq[~holes].mean(axis=0)).astype(np.uint8)
+        mean_fills.append(hole_psnr(mean_fill, hq, holes))
         with torch.no_grad():
             out = to_image(method.restore(net, to_model(torch.from_numpy(lq[None])), generator=generator))[0]
         inputs.append(hole_psnr(lq[..., :3], hq, holes))  # an lq with a hole channel: its image
         outputs.append(hole_psnr(out, hq, holes))
     return HoleScores(lq_psnr=float(np.mean(inputs)), psnr=float(np.mean(outputs)), baseline_psnr=telea,
-                      hole_fraction=float(np.mean([m.mean() for m in masks])))
+                      hole_fraction=float(np.mean([m.mean() for m in masks])), mean_fill_psnr=float(np.mean(mean_fills)))
 
 
 def score_telea(hqs: list[np.ndarray], lqs: list[np.ndarray], masks: list[np.ndarray], *,

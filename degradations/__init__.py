@@ -59,7 +59,8 @@ def replay(hq: np.ndarray, params: Params) -> np.ndarray:
 
 
 def degrade(hq: np.ndarray, config: Config, rng: np.random.Generator) -> tuple[np.ndarray, Params]:
-    """hq HxWx3 float32 RGB [0, 1] -> (lq (H//scale)x(W//scale)x3 float32 on the 8-bit grid, params)."""
+    """hq HxWx3 float32 RGB [0, 1] -> (lq (H//scale)x(W//scale)x3 float32 on the 8-bit grid, params); a mask with
+    hole_channel gives HxWx4 (the hole mask appended)."""
     params = sample_params(config, rng, hq.shape)
     return replay(hq, params), params
 

@@ -178,7 +178,7 @@ def locate(index: np.ndarray, *, num_images: int, seed: int) -> tuple[np.ndarray
 def make_pair(
     sample: Sample, *, epoch: int, config: DataConfig, cache: DecodeCache | None = None, stand_in_for: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One training pair from (seed, epoch, sample_id) alone: hq PxPx3 and lq (P/s)x(P/s)x3, uint8.
+    """One training pair from (seed, epoch, sample_id) alone: hq PxPx3 and lq (P/s)x(P/s)xC, uint8 (C = lq_channels).
 
     stand_in_for: the stream position whose own sample was skipped; the pair then gets draws of its own
     (five words, so never a sample's own key), not a copy of this sample's pair in the same epoch.
@@ -311,7 +311,7 @@ def make_pair_or_skip(
 
 
 def build_train_dataset(config: DataConfig, *, num_samples: int, start_index: int = 0) -> "ray.data.Dataset":
-    """Rows {"hq": uint8 PxPx3, "lq": uint8 (P/s)x(P/s)x3, "sample_id", "epoch", "index": int64}.
+    """Rows {"hq": uint8 PxPx3, "lq": uint8 (P/s)x(P/s)xC (C = config.lq_channels), "sample_id", "epoch", "index": int64}.
 
     Stream positions start_index .. start_index + num_samples - 1, one row each: a bad sample's place is
     taken by the next usable one of its epoch (`PairMaker.pair_at`). Order is preserved, so consumers see the
@@ -385,7 +385,7 @@ def execution_options(config: DataConfig | None = None) -> "ray.data.ExecutionOp
 
 
 def build_val_set(config: DataConfig, num_images: int) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
-    """Deterministic validation pairs (uint8 hq PxPx3, lq (P/s)x(P/s)x3, image key), P = val_patch_size.
+    """Deterministic validation pairs (uint8 hq PxPx3, lq (P/s)x(P/s)xC, image key), P = val_patch_size.
 
     Centre crops of the first `num_images` held-out images (`val_manifest`), never of a training image.
     Plain function, no Ray. Degradations use a fixed seed (VAL_SEED), not config.seed. Bad images are

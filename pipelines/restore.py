@@ -111,7 +111,7 @@ def mask_for(path: Path, masks: Path) -> Path:
     """--mask: the one file, or the folder's file with the input's stem; DecodeError when there is none."""
     if masks.is_file():
         return masks
-    found = sorted(p for p in masks.glob(f"{path.stem}.*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    found = sorted(p for p in masks.iterdir() if p.stem == path.stem and p.suffix.lower() in IMAGE_SUFFIXES)
     if not found:
         raise DecodeError(f"no mask {path.stem}.* in {masks}")
     return found[0]

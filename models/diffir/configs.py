@@ -37,9 +37,10 @@ def deblur(*, stage: int, init_from: str = "") -> DiffIRConfig:
 def inpainting(*, stage: int, init_from: str = "") -> DiffIRConfig:
     """CelebA-HQ / Places inpainting (generator/DiffIRS{1,2}-celeba.yaml): masked image + mask in (4 channels), dim 52,
     blocks [1,1,1,9], no refinement, ffn 1.8, WithBias LN, 5 CPEN blocks; LaMa's losses and discriminator, and no
-    prior-only phase (the LaMa trainer trains stage 2 jointly from its first step)."""
+    prior-only phase (the LaMa trainer trains stage 2 jointly from its first step). Stage 2 starts from stage 1's
+    raw net: LaMa keeps no generator average (average_generator off), so its checkpoint holds only that."""
     return DiffIRConfig(
-        stage=stage, scale=1, init_from=init_from, in_channels=4,
+        stage=stage, scale=1, init_from=init_from, in_channels=4, init_weights="net",
         dirformer=DIRformerConfig(dim=52, num_blocks=(1, 1, 1, 9), num_refinement_blocks=0, ffn_expansion=1.8,
                                   layer_norm_bias=True),
         cpen=CPENConfig(num_feats=64, num_res_blocks=5),

@@ -19,7 +19,7 @@ from models.diffir.gan import IMAGENET_MEAN, IMAGENET_STD
 log = logging.getLogger(__name__)
 
 # Under torch's home, as LaMa's resnet_pl.weights_path=${env:TORCH_HOME} resolves it.
-RESNET_PL_FILE = Path("ade20k") / "ade20k-resnet50dilated-ppm" / "encoder_epoch_20.pth"
+RESNET_PL_FILE = Path("ade20k") / "ade20k-resnet50dilated-ppm_deepsup" / "encoder_epoch_20.pth"
 # (planes, blocks, stride, dilation of the first block's 3x3, dilation of the others'): the MIT CSAIL
 # resnet50dilated with dilate_scale 8, whose layer3 and layer4 trade their stride 2 for dilation.
 RESNET50_DILATED_LAYERS = ((64, 3, 1, 1, 1), (128, 4, 2, 1, 1), (256, 6, 1, 1, 2), (512, 3, 1, 2, 4))

@@ -69,6 +69,9 @@ def official_config(state: dict[str, torch.Tensor]) -> DiffIRConfig:
     if "G.patch_embed.proj.weight" not in state or "condition.E.0.weight" not in state:
         raise ValueError("no G.patch_embed.proj.weight / condition.E.0.weight: not a DiffIRS2 state_dict")
     dim, in_channels = state["G.patch_embed.proj.weight"].shape[:2]
+    if in_channels == 4:
+        raise ValueError("G.patch_embed.proj.weight has 4 input channels: the inpainting generator, whose official "
+                         "checkpoints are LaMa/Lightning ones, is not imported; train it with diffir_inpaint_s1/_s2")
     if "G.output.weight" in state:
         base = configs.deblur(stage=2)
     elif in_channels in (3, 12):

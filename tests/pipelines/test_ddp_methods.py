@@ -66,3 +66,23 @@ def test_ddp_replicas_stay_identical_across_the_phase_switch(recipe: str, tmp_pa
     assert r0["logged"][0] != r0["logged"][-1], "no phase switch inside the run"
     different = [k for k in r0["params"] if not torch.equal(r0["params"][k], r1["params"][k])]
     assert not different, different[:5]
+
+
+@pytest.mark.parametrize("recipe, unused", [("diffir_debug", True), ("msgd_debug", True), ("debug", False)])
+def test_the_loop_asks_ray_train_for_find_unused_parameters_when_the_method_has_phases(recipe, unused, monkeypatch):
+    import ray.train.torch
+
+    from pipelines.loop import build_state
+
+    wrapped = {}
+
+    def prepare_model(module, *, parallel_strategy_kwargs=None):
+        wrapped["kwargs"] = parallel_strategy_kwargs
+        return module
+
+    monkeypatch.setattr(ray.train.torch, "prepare_model", prepare_model)
+    config = recipes.RECIPES[recipe]()
+    method = build_method(config.method)
+    build_state(config, method, device=torch.device("cpu"), world_size=2)
+    assert method.has_unused_parameters is unused
+    assert wrapped["kwargs"] == ({"find_unused_parameters": True} if unused else None)

@@ -11,7 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import pyiqa.utils.download_util
-from models.metrics import PixelMetrics, get_protocol
+from models.metrics import ImageMetrics, PixelMetrics, get_protocol
 from models.refusion import refusion_tiny
 from pipelines import evaluate, restore
 from tests.pipelines.test_restore import make_checkpoint
@@ -128,3 +128,39 @@ def test_unmatched_and_unreadable_files_are_counted_not_fatal(tmp_path):
                             "--storage-path", str(tmp_path), "--device", "cpu"])
     assert [r["image"] for r in result.rows] == ["img0"]
     assert len(result.skipped) == 2 and any(s.startswith("extra: no GT") for s in result.skipped)
+
+
+def test_an_inpainting_lq_is_scored_as_its_image_and_inside_its_holes():
+    hq = torch.zeros(1, 3, 64, 64)
+    hole = torch.zeros(1, 1, 64, 64)
+    hole[..., :32, :] = 1  # the top half is missing
+    lq_image = torch.where(hole.bool(), -1.0, hq)  # the holes zeroed ([0, 1] 0), 0.5 below the GT's grey
+    out = torch.where(hole.bool(), -0.2, hq)  # the holes filled 0.1 off in [0, 1] units
+    scores = evaluate.hole_psnr(out, lq_image, hq, hole_BCHW=hole)
+    assert scores["lq_hole_psnr"] == pytest.approx(10 * np.log10(1 / 0.5**2), abs=1e-4)
+    assert scores["hole_psnr"] == pytest.approx(10 * np.log10(1 / 0.1**2), abs=1e-4)
+    hole_HW1 = hole[0, 0, :, :, None].numpy()
+    lq_HWC = np.concatenate([np.where(hole_HW1 > 0, 0, np.full((64, 64, 3), 128)), hole_HW1 * 255], -1)
+    val_set = ([np.full((64, 64, 3), 128, np.uint8)], [lq_HWC.astype(np.uint8)], ["k"])
+
+    class Fill:  # a method that fills the holes with the GT's grey: the holes' error vanishes
+        needs_keys = False
+
+        def restore(self, net, lq, *, generator):
+            return torch.where(lq[:, 3:] > 0, torch.full_like(lq[:, :3], 128 / 127.5 - 1), lq[:, :3])
+
+    metrics = ImageMetrics(device=torch.device("cpu"), protocol=get_protocol("rgb", crop_border=0))
+    result, grid = evaluate.evaluate(Fill(), torch.nn.Identity(), val_set, metrics, device=torch.device("cpu"), seed=0)
+    assert result["hole_psnr_gain"] > 40 and result["lq_hole_psnr"] == pytest.approx(6.0, abs=0.1)
+    assert grid.shape == (64, 192, 3)  # lq | out | gt, the lq as its image
+    assert "(gain +71.00 dB; inside the holes 5.99 -> 100.00 dB (+94.01))" in evaluate.format_scores(result)
+
+
+def test_evaluate_sends_an_inpainting_checkpoint_to_restore_py_for_its_masks(tmp_path):
+    from tests.pipelines.test_restore import _inpainting_checkpoint
+
+    _inpainting_checkpoint(tmp_path / "ckpt")
+    gt_dir, lq_dir = _photo_pairs(tmp_path, size=64)
+    with pytest.raises(evaluate.cli.UserError, match="inpaints and needs each input's mask: restore with"):
+        evaluate.main(["--checkpoint", str(tmp_path / "ckpt"), "--lq", str(lq_dir), "--gt", str(gt_dir),
+                       "--storage-path", str(tmp_path), "--device", "cpu"])

@@ -89,3 +89,46 @@ def test_inpainting_configs_that_cannot_work_are_refused(changes, match):
     with pytest.raises(ValueError, match=match):
         dataclasses.replace(base, **changes)
     assert isinstance(base, DiffIRConfig)
+
+
+def test_stage2_starts_from_a_stage1_run_that_kept_no_ema_as_the_recipes(tmp_path):
+    import json
+
+    from pipelines.checkpoints import build_method
+    from pipelines.recipes import diffir_inpaint_s1, diffir_inpaint_s2
+
+    assert diffir_inpaint_s1().train.ema is False  # LaMa keeps no generator average
+    assert diffir_inpaint_s2().method.init_weights == "net"
+    torch.manual_seed(0)
+    stage1 = DiffIR(configs.tiny_inpainting(stage=1, lama=RANDOM_PL)).build()
+    torch.save({"net": stage1.state_dict(), "ema": None, "step": 10}, tmp_path / "state.pt")
+    (tmp_path / "config.json").write_text(json.dumps({"method": {"kind": "diffir", "stage": 1}}))
+    config = dataclasses.replace(configs.tiny_inpainting(stage=2, init_from=str(tmp_path), lama=RANDOM_PL),
+                                 init_weights="net")
+    net = build_method(config).build()
+    for name in ("cpen_s1", "dirformer"):
+        loaded, expected = getattr(net, name).state_dict(), getattr(stage1, name).state_dict()
+        assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+    with pytest.raises(ValueError, match="no 'ema' weights"):
+        build_method(dataclasses.replace(config, init_weights="ema"))
+
+
+def test_a_run_whose_data_and_net_disagree_on_the_hole_channel_is_refused():
+    from degradations import MaskConfig
+    from pipelines.recipes import diffir_inpaint_s1, refusion_inpainting
+
+    r = diffir_inpaint_s1()
+    with pytest.raises(ValueError, match="lq has 3 channels .* the method takes 4"):
+        dataclasses.replace(r, data=dataclasses.replace(r.data, degradation=MaskConfig(fill=0.0)))
+    r = refusion_inpainting()
+    with pytest.raises(ValueError, match="lq has 4 channels .* the method takes 3"):
+        dataclasses.replace(r, data=dataclasses.replace(r.data, degradation=MaskConfig(hole_channel=True)))
+
+
+def test_an_official_inpainting_generator_is_refused_with_the_reason():
+    from models.diffir.official import official_config
+
+    state = {"G.patch_embed.proj.weight": torch.zeros(52, 4, 3, 3), "condition.E.0.weight": torch.zeros(64, 64, 3, 3),
+             "G.output.weight": torch.zeros(3, 104, 3, 3)}
+    with pytest.raises(ValueError, match="4 input channels: the inpainting generator"):
+        official_config(state)

@@ -1,5 +1,6 @@
-"""Two DDP replicas (gloo, 2 CPU processes) of DiffIR inpainting stay identical: the R1 penalty's double backward
-and the discriminator's BatchNorm under DDP, as the training loop wraps the loss (TrainStep)."""
+"""Two DDP replicas (gloo, 2 CPU processes) of DiffIR inpainting keep identical parameters through the R1 penalty's
+double backward and a BatchNorm discriminator, as the training loop wraps the loss (TrainStep). The BatchNorm
+running statistics are not compared: DDP broadcasts rank 0's before each forward."""
 
 import os
 from pathlib import Path

@@ -67,7 +67,7 @@ def test_lama_config_rejects_bad_values_naming_the_field(field, value):
 
 def test_resnet_pl_file_defaults_to_torch_home_and_names_a_missing_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
-    expected = tmp_path / "th" / "ade20k" / "ade20k-resnet50dilated-ppm" / "encoder_epoch_20.pth"
+    expected = tmp_path / "th" / "ade20k" / "ade20k-resnet50dilated-ppm_deepsup" / "encoder_epoch_20.pth"
     with pytest.raises(FileNotFoundError, match=f"{re.escape(str(expected))} is missing.*method.lama.resnet_pl_path"):
         LamaConfig().resnet_pl_file()
     with pytest.raises(FileNotFoundError, match="ADE20k ResNet50-dilated encoder of the MIT CSAIL"):

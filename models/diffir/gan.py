@@ -91,7 +91,26 @@ class UNetDiscriminatorSN(nn.Module):
         return self.head(x)
 
 
-class VGG19Features(nn.Module):
+class FrozenImageNetNet(nn.Module):
+    """Base of the frozen perceptual nets (this VGG19, lama.ResNet50Dilated): always in eval mode, no gradients
+    to their weights once `freeze()` ran, and the ImageNet normalisation of [-1, 1] images that they expect."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def freeze(self) -> None:
+        self.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "FrozenImageNetNet":
+        return super().train(False)  # frozen: always in eval mode
+
+    def normalise(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        return ((x_BCHW + 1) / 2 - self.mean) / self.std
+
+
+class VGG19Features(FrozenImageNetNet):
     """Frozen VGG19 conv outputs at VGG19_LAYERS of [-1, 1] images, ImageNet-normalised (use_input_norm)."""
 
     def __init__(self, weights_file: Path | None) -> None:
@@ -107,15 +126,10 @@ class VGG19Features(nn.Module):
         for layer in self.features:  # torchvision's in-place ReLUs would overwrite the conv outputs kept below
             if isinstance(layer, nn.ReLU):
                 layer.inplace = False
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.eval().requires_grad_(False)
-
-    def train(self, mode: bool = True) -> "VGG19Features":
-        return super().train(False)  # frozen: always in eval mode
+        self.freeze()
 
     def forward(self, x_BCHW: torch.Tensor) -> list[torch.Tensor]:
-        x = ((x_BCHW + 1) / 2 - self.mean) / self.std
+        x = self.normalise(x_BCHW)
         outputs, wanted = [], set(VGG19_LAYERS.values())
         for i, layer in enumerate(self.features):
             x = layer(x)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.diffir.gan import IMAGENET_MEAN, IMAGENET_STD
+from models.diffir.gan import FrozenImageNetNet
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class _Bottleneck(nn.Module):
         return F.relu(self.bn3(self.conv3(y)) + residual)
 
 
-class ResNet50Dilated(nn.Module):
+class ResNet50Dilated(FrozenImageNetNet):
     """The frozen MIT CSAIL resnet50dilated encoder (deep 3-conv stem, output stride 8) of LaMa's resnet_pl.
 
     forward(x_BCHW in [-1, 1]) -> the outputs of layer1..layer4: 256, 512, 1024, 2048 channels at 1/4, 1/8,
@@ -150,15 +150,10 @@ class ResNet50Dilated(nn.Module):
                         "(lama.resnet_pl_path=random)")
         else:
             self.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True), strict=True)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.eval().requires_grad_(False)
-
-    def train(self, mode: bool = True) -> "ResNet50Dilated":
-        return super().train(False)  # frozen: always in eval mode
+        self.freeze()
 
     def forward(self, x_BCHW: torch.Tensor) -> list[torch.Tensor]:
-        x = ((x_BCHW + 1) / 2 - self.mean) / self.std
+        x = self.normalise(x_BCHW)
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.relu(self.bn2(self.conv2(x)))
         x = F.relu(self.bn3(self.conv3(x)))

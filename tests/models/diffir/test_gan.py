@@ -81,22 +81,30 @@ def test_the_generator_term_leaves_the_discriminator_alone_and_the_disc_terms_le
     assert all(p.requires_grad for p in disc.parameters())
 
 
-def test_gan_stage_trains_generator_and_discriminator_with_their_own_lrs_not_the_teacher():
-    torch.manual_seed(0)
-    method = DiffIR(_gan_config())
-    net = method.build()
+def adversarial_steps(method: DiffIR, net: nn.Module, hq: torch.Tensor, lq: torch.Tensor, *, steps: int,
+                      disc_lr: float) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Check the two parameter groups (the discriminator's with its own lr), then take `steps` Adam steps on one
+    batch; (the weights before, the last step's logs)."""
     groups = method.param_groups(net)
-    assert len(groups) == 2 and groups[1]["lr"] == RANDOM_VGG.disc_lr
+    assert len(groups) == 2 and groups[1]["lr"] == disc_lr
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in net.discriminator.parameters()}
     before = {k: v.clone() for k, v in net.state_dict().items()}
     optimizer = torch.optim.Adam(groups, lr=1e-3)
-    hq, lq = _pairs(4)
     generator = torch.Generator().manual_seed(1)
-    for step in range(3):
+    for step in range(steps):
         loss, logs = method.loss(net, hq, lq, step=step, generator=generator)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    return before, logs
+
+
+def test_gan_stage_trains_generator_and_discriminator_with_their_own_lrs_not_the_teacher():
+    torch.manual_seed(0)
+    method = DiffIR(_gan_config())
+    net = method.build()
+    hq, lq = _pairs(4)
+    before, logs = adversarial_steps(method, net, hq, lq, steps=3, disc_lr=RANDOM_VGG.disc_lr)
     assert set(logs) == {"loss", "l1_image", "l1_prior", "perceptual", "gan_g", "gan_d_real", "gan_d_fake"}
     assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
     changed = {k.split(".")[0] for k, v in net.state_dict().items() if not torch.equal(v, before[k])}

@@ -9,6 +9,7 @@ import torch
 from models.diffir import configs
 from models.diffir.lama import LamaConfig
 from models.diffir.method import DiffIR, DiffIRConfig, hole_mask
+from tests.models.diffir.test_gan import adversarial_steps
 
 RANDOM_PL = LamaConfig(disc_ndf=8, disc_layers=2, resnet_pl_path="random")
 
@@ -43,18 +44,8 @@ def test_both_stages_train_on_lama_losses_and_the_discriminator_has_its_own_lr(s
     torch.manual_seed(0)
     method = DiffIR(configs.tiny_inpainting(stage=stage, lama=RANDOM_PL))
     net = method.build()
-    groups = method.param_groups(net)
-    assert len(groups) == 2 and groups[1]["lr"] == RANDOM_PL.disc_lr
-    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in net.discriminator.parameters()}
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    optimizer = torch.optim.Adam(groups, lr=1e-3)
     hq, lq = _masked_pairs()
-    generator = torch.Generator().manual_seed(1)
-    for step in range(2):
-        loss, logs = method.loss(net, hq, lq, step=step, generator=generator)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    before, logs = adversarial_steps(method, net, hq, lq, steps=2, disc_lr=RANDOM_PL.disc_lr)
     expected = {"loss", "l1_known", "resnet_pl", "adv_g", "feature_matching", "d_real", "d_gp", "d_fake"}
     assert set(logs) == expected | ({"l1_prior"} if stage == 2 else set())
     assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())

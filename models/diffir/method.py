@@ -24,7 +24,14 @@ from torch import nn
 from models.diffir.cpen import CPEN, CPENConfig
 from models.diffir.dirformer import SCALES, DIRformer, DIRformerConfig
 from models.diffir.gan import GANConfig, UNetDiscriminatorSN, VGG19Features, adversarial_losses, perceptual_loss
-from models.diffir.lama import LamaConfig, NLayerDiscriminator, ResNet50Dilated, lama_adversarial, masked_l1, resnet_pl_loss
+from models.diffir.lama import (
+    LamaConfig,
+    NLayerDiscriminator,
+    ResNet50Dilated,
+    lama_adversarial,
+    masked_l1,
+    resnet_pl_loss,
+)
 from models.diffir.prior import PriorDenoiser, PriorDenoiserConfig
 from models.method import MethodDefaults, Pretrained
 from models.processes.ddpm import DDPM
@@ -245,7 +252,8 @@ class DiffIR(MethodDefaults):
     def loss(
         self, net: nn.Module, hq: torch.Tensor, lq: torch.Tensor, *, step: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Stage 1: L1(out, hq). Stage 2: L1(z_hat, z) alone before prior_only_steps, then plus L1(out, hq)."""
+        """Stage 1: L1(out, hq). Stage 2: L1(z_hat, z) alone before prior_only_steps, then plus L1(out, hq).
+        Inpainting (config.lama): LaMa's losses in both stages; the GAN stage: its own (both below)."""
         if self.config.lama is not None:
             return self._lama_loss(net, hq, lq, generator=generator)
         if self.config.stage == 1:

@@ -92,3 +92,7 @@ class MethodDefaults:
     def after_tiles(self, out: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
         return out
 
+
+def hole_mask(lq_BCHW: torch.Tensor) -> torch.Tensor:
+    """B1HW, 1 in the holes: an inpainting lq's 4th channel, -1 (known) or 1 (hole) in model space."""
+    return ((lq_BCHW[:, 3:4] + 1) / 2).round()

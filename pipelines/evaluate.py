@@ -27,7 +27,7 @@ from torch import nn
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.method import RestorationMethod  # noqa: E402
+from models.method import RestorationMethod, hole_mask  # noqa: E402
 from models.metrics import (FULL_REFERENCE, LEARNED, NO_REFERENCE, PIXEL, PROTOCOLS, ImageMetrics, MissingWeights,  # noqa: E402
                             PixelMetrics, Protocol, get_protocol, load_learned_metric, to_8bit_grid)
 from pipelines import cli, tracking  # noqa: E402
@@ -85,7 +85,7 @@ def evaluate(
         lq_up = upsample_input(lq[:, :3], hq.shape[-2:])  # an inpainting lq's 4th channel is its hole mask
         batch_scores = metrics(out, hq) | {f"lq_{k}": v for k, v in metrics(lq_up, hq).items()}
         if lq.shape[1] == 4:
-            batch_scores |= hole_psnr(out, lq_up, hq, hole_BCHW=(lq[:, 3:4] > 0).float())
+            batch_scores |= hole_psnr(out, lq_up, hq, hole_BCHW=hole_mask(lq))
         for key, value in batch_scores.items():
             sums[key] = sums.get(key, 0.0) + value * len(hq)
         rows.append(_grid_rows(to_image(lq_up), to_image(out), to_image(hq)))

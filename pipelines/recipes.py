@@ -143,9 +143,10 @@ class ExperimentConfig:
                              "with . _ -)")
         if self.data.scale != self.method.scale:
             raise ValueError(f"data.scale ({self.data.scale}) must equal method.scale ({self.method.scale})")
-        if self.data.lq_channels != getattr(self.method, "in_channels", 3):
+        net_channels = getattr(self.method, "in_channels", 3)
+        if self.data.lq_channels != net_channels:
             raise ValueError(f"the data's lq has {self.data.lq_channels} channels (data.degradation.hole_channel="
-                             f"{self.data.lq_channels == 4}) but the method takes {getattr(self.method, 'in_channels', 3)}"
+                             f"{self.data.lq_channels == 4}) but the method takes {net_channels}"
                              " (method.in_channels): an inpainting net needs the hole channel, any other net none")
         if self.data.seed != self.seed:  # one seed per run; `--set seed=N` sets both
             raise ValueError(f"data.seed ({self.data.seed}) must equal seed ({self.seed})")

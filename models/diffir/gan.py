@@ -6,6 +6,7 @@ spectral normalisation that scores every pixel.
 Legend: B batch, C channels, H height, W width; images in [-1, 1].
 """
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,17 @@ def bce_logits(logits: torch.Tensor, real: bool) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(real)))
 
 
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """The module's weights as constants (no gradients to them) inside, trainable again after: the generator's
+    adversarial terms see the discriminator so, as BasicSR and LaMa freeze it for their generator step."""
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        module.requires_grad_(True)
+
+
 def adversarial_losses(disc: nn.Module, out_BCHW: torch.Tensor, hq_BCHW: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(generator's GAN loss, discriminator's loss on real, on fake) for one backward and one optimiser step.
@@ -165,11 +177,8 @@ def adversarial_losses(disc: nn.Module, out_BCHW: torch.Tensor, hq_BCHW: torch.T
     """
     out_BCHW, hq_BCHW = out_BCHW.float(), hq_BCHW.float()
     with torch.autocast(device_type=out_BCHW.device.type, enabled=False):  # float32, spectral norm's sigma too
-        disc.requires_grad_(False)
-        try:
+        with frozen(disc):
             g_gan = bce_logits(disc(out_BCHW), real=True)
-        finally:
-            disc.requires_grad_(True)
         d_real = bce_logits(disc(hq_BCHW), real=True)
         d_fake = bce_logits(disc(out_BCHW.detach()), real=False)
     return g_gan, d_real, d_fake

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.diffir.gan import FrozenImageNetNet
+from models.diffir.gan import FrozenImageNetNet, frozen
 
 log = logging.getLogger(__name__)
 
@@ -189,12 +189,9 @@ def lama_adversarial(disc: nn.Module, out_BCHW: torch.Tensor, hq_BCHW: torch.Ten
     """
     out_BCHW, hq_BCHW, hole_B1HW = out_BCHW.float(), hq_BCHW.float(), hole_B1HW.float()
     with torch.autocast(device_type=out_BCHW.device.type, enabled=False):
-        disc.requires_grad_(False)
-        try:
+        with frozen(disc):
             _, real_features = disc(hq_BCHW)
             fake_logits, fake_features = disc(out_BCHW)
-        finally:
-            disc.requires_grad_(True)
         # use_unmasked_for_gen with extra_mask_weight_for_gen 0: the generator's term ignores the mask.
         adv_g = F.softplus(-fake_logits).mean()
         # pass_mask off: every feature pixel counts.

@@ -33,7 +33,7 @@ from models.diffir.lama import (
     resnet_pl_loss,
 )
 from models.diffir.prior import PriorDenoiser, PriorDenoiserConfig
-from models.method import MethodDefaults, Pretrained
+from models.method import MethodDefaults, Pretrained, hole_mask
 from models.processes.ddpm import DDPM
 from models.rng import randn
 from models.sampling import reverse
@@ -332,7 +332,3 @@ class DiffIR(MethodDefaults):
             out = hole * out + (1 - hole) * lq[:, :3]
         return out
 
-
-def hole_mask(lq_BCHW: torch.Tensor) -> torch.Tensor:
-    """B1HW, 1 in the holes: an inpainting lq's 4th channel, -1 (known) or 1 (hole) in model space."""
-    return ((lq_BCHW[:, 3:4] + 1) / 2).round()

@@ -8,7 +8,8 @@ import torch
 
 from models.diffir import configs
 from models.diffir.lama import LamaConfig
-from models.diffir.method import DiffIR, DiffIRConfig, hole_mask
+from models.diffir.method import DiffIR, DiffIRConfig
+from models.method import hole_mask
 from tests.models.diffir.test_gan import adversarial_steps
 
 RANDOM_PL = LamaConfig(disc_ndf=8, disc_layers=2, resnet_pl_path="random")

@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-cache-dir -e '.[dev]' || { df -h . "$${TMPDIR:-/tmp}"; \
+		echo "set-up failed: the venv needs about 8 GB (torch's CUDA build); free space is shown above"; exit 1; }
 	touch $(STAMP)
 
 # The main job on the embedded default: local Ray, bundled sample photos, tiny Refusion, local MLflow.

@@ -198,6 +198,19 @@ def run_study(args: argparse.Namespace, study_name: str) -> Path:
     return study_dir
 
 
+def finished_study(args: argparse.Namespace, study_name: str) -> Path | None:
+    """The folder of a study that --resume finds finished (its parent run FINISHED: every trial done, none
+    failed), with its report written; None when it has trials to run. A finished study starts no Ray."""
+    study_dir = Path(args.storage_path).expanduser().resolve() / "sweeps" / study_name
+    context = SweepContext(**json.loads((study_dir / SWEEP_FILE).read_text())["context"])
+    if MlflowClient(context.tracking_uri).get_run(context.parent_run_id).info.status != "FINISHED":
+        return None
+    if not args.no_report and not (study_dir / "report" / "table.md").is_file():
+        report.write_report(study_dir)
+    print(f"study {study_name} is finished: nothing to resume ({study_dir})", flush=True)
+    return study_dir
+
+
 def new_context(args: argparse.Namespace, study_name: str, config: ExperimentConfig, *, space: dict,
                 question: str) -> SweepContext:
     """Create the study's parent MLflow run (swept space and base config as params)."""
@@ -321,14 +334,18 @@ def main(argv: list[str] | None = None) -> None:
     names = [args.name or Path(args.space).stem] if args.space else (list(STUDIES) if args.study == "all" else [args.study])
     for name in names:  # every input problem is found before Ray starts
         check_inputs(for_study(args, name), name)
-    init = {"address": args.ray_address} | ({"num_cpus": args.num_cpus} if args.num_cpus else {})
-    if env := tracking.worker_env():  # the trials log to a tracking server with the driver's credentials
-        init["runtime_env"] = {"env_vars": env}
-    ray.init(**init)
-    try:
-        study_dirs = [run_study(for_study(args, name), name) for name in names]
-    finally:
-        ray.shutdown()
+    done = {name: finished_study(args, name) for name in names} if args.resume else {}
+    todo = [name for name in names if done.get(name) is None]
+    if todo:
+        init = {"address": args.ray_address} | ({"num_cpus": args.num_cpus} if args.num_cpus else {})
+        if env := tracking.worker_env():  # the trials log to a tracking server with the driver's credentials
+            init["runtime_env"] = {"env_vars": env}
+        ray.init(**init)
+        try:
+            ran = {name: run_study(for_study(args, name), name) for name in todo}
+        finally:
+            ray.shutdown()
+    study_dirs = [done.get(name) or ran[name] for name in names]
     if len(study_dirs) > 1 and not args.no_report and all((d / "report").is_dir() for d in study_dirs):
         results = study_dirs[0].parent / f"results_{args.scale or 'recipe'}.md"
         heading = f"Refusion sweeps at scale {args.scale}" if args.scale else "Refusion sweeps"

@@ -40,5 +40,9 @@ def test_finished_study_writes_a_report_and_a_second_resume_reruns_nothing(two_t
     assert "| 10 |" in table and "| 70 |" in table and "KILLED (asha)" in table
     assert "report/table.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert parent.info.status == "FINISHED" and "unfinished trials" not in two_trial_study.again_log
-    # The second --resume ran no trial: the finished and the ASHA-stopped trial runs were not reopened.
+    # The second --resume ran no trial and started no Ray: the finished and the ASHA-stopped trial runs were not
+    # reopened.
+    assert "study sigma is finished: nothing to resume" in two_trial_study.again_log, two_trial_study.again_log
+    assert "Started a local Ray instance" in two_trial_study.resumed_log  # what the line below looks for
+    assert "Started a local Ray instance" not in two_trial_study.again_log
     assert {c.data.tags["sweep.method.max_sigma"]: c.info.end_time for c in children} == two_trial_study.end_times

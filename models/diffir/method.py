@@ -298,13 +298,14 @@ class DiffIR(MethodDefaults):
         lama = self.config.lama
         eps_BD = self._prior_noise(lq.shape[0], generator, lq.device) if self.config.stage == 2 else None
         out, z_hat, z_teacher = self.run(net, lq, hq, eps_BD=eps_BD)
-        if self.resnet_pl is None:  # built on first use: restoring needs no ADE20k file
-            self.resnet_pl = ResNet50Dilated(lama.resnet_pl_file())
-        self.resnet_pl.to(hq.device)
         hole = hole_mask(lq)
         terms = {"l1_known": masked_l1(out, hq, hole, weight_known=lama.weight_known,
-                                       weight_missing=lama.weight_missing),
-                 "resnet_pl": resnet_pl_loss(self.resnet_pl, out, hq)}
+                                       weight_missing=lama.weight_missing)}
+        if lama.resnet_pl_weight > 0:  # a ResNet50 pass and its backward: half a tiny step on the CPU
+            if self.resnet_pl is None:  # built on first use: restoring needs no ADE20k file
+                self.resnet_pl = ResNet50Dilated(lama.resnet_pl_file())
+            self.resnet_pl.to(hq.device)
+            terms["resnet_pl"] = resnet_pl_loss(self.resnet_pl, out, hq)
         if z_teacher is not None:
             terms["l1_prior"] = F.l1_loss(z_hat, z_teacher)
         terms |= lama_adversarial(net.discriminator, out, hq, hole, gp_coef=lama.gp_coef)

@@ -60,6 +60,19 @@ def test_both_stages_train_on_lama_losses_and_the_discriminator_has_its_own_lr(s
     assert method.unaveraged_prefixes == ("discriminator.",)
 
 
+def test_a_zero_resnet_pl_weight_skips_the_resnet50_and_needs_no_ade20k_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # the default ADE20k file, under torch's home, is absent
+    lama = LamaConfig(disc_ndf=8, disc_layers=2, resnet_pl_weight=0.0)
+    method = DiffIR(configs.tiny_inpainting(stage=1, lama=lama))
+    net = method.build()
+    hq, lq = _masked_pairs()
+    _, logs = adversarial_steps(method, net, hq, lq, steps=1, disc_lr=lama.disc_lr)
+    assert "resnet_pl" not in logs and "l1_known" in logs and method.resnet_pl is None
+    weighted = DiffIR(configs.tiny_inpainting(stage=1, lama=dataclasses.replace(lama, resnet_pl_weight=30.0)))
+    with pytest.raises(FileNotFoundError, match="method.lama.resnet_pl_path"):  # with a weight, the file is needed
+        weighted.loss(net, hq, lq, step=0, generator=torch.Generator().manual_seed(1))
+
+
 def test_restoring_fills_only_the_holes():
     method = DiffIR(configs.tiny_inpainting(stage=2, lama=RANDOM_PL))
     net = method.build()

@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:  # every input problem is found before Ray starts
         check_inputs(for_study(args, name), name)
     done = {name: finished_study(args, name) for name in names} if args.resume else {}
-    todo = [name for name in names if done.get(name) is None]
+    todo, ran = [name for name in names if done.get(name) is None], {}
     if todo:
         init = {"address": args.ray_address} | ({"num_cpus": args.num_cpus} if args.num_cpus else {})
         if env := tracking.worker_env():  # the trials log to a tracking server with the driver's credentials

@@ -11,7 +11,8 @@ the JSON is rewritten after every section, so a run stopped by a time limit keep
 - data_wait: `pipelines/train.py --recipe refusion_deblurring` on paired folders made from the bundled photos
   (GT photo, Gaussian-blurred LQ): the data-wait fraction and samples/s its own log reports;
 - latent_restore: a 6000x4000 Latent Refusion restore (dehazing recipe's nets, random weights, posterior sampler,
-  one pass): seconds for 1 and `--latent-steps` reverse steps, projected to T = 100, and peak memory;
+  one pass): seconds for a `--latent-steps` restore and for its reverse steps alone, projected to T = 100,
+  and peak memory;
 - osediff: the SD 2.1-base-shaped random-weight one-step restore at 512^2 and a bf16 train step (bench.osediff);
 - ddp: one process per GPU (NCCL): all-reduce bus bandwidth of 256 MiB and a DDP step of the paper NAFNet.
 `--dry-run` swaps in the tiny nets, 32^2 crops, a 96x64 latent image, tiny SD, gloo over 2 CPU processes, Train
@@ -206,22 +207,13 @@ def latent_restore(shapes: Shapes, device: torch.device) -> dict:
     net = method.build().to(device).eval()
     h, w = shapes.latent_image
     lq = torch.rand(1, 3, h, w, device=device) * 2 - 1
-    steps = shapes.latent_steps
-    bf16 = device.type == "cuda"
-
-    def run() -> None:
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            method.restore(net, lq, generator=None, num_steps=steps, mode="posterior", temperature=0.0)
-
+    steps, bf16 = shapes.latent_steps, device.type == "cuda"
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        whole, peak = timed(lambda: method.restore(net, lq, generator=None, num_steps=steps, mode="posterior",
+                                                   temperature=0.0), device, warmup=1, repeats=1)
         mu = net.autoencoder.encode(lq)[0].float()
-
-    def reverse_steps() -> None:
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            sample(net, method.process, mu, num_steps=steps, mode="posterior", generator=None, temperature=0.0)
-
-    whole, peak = timed(run, device, warmup=1, repeats=1)
-    steps_s, _ = timed(reverse_steps, device, warmup=0, repeats=1)
+        steps_s, _ = timed(lambda: sample(net, method.process, mu, num_steps=steps, mode="posterior", generator=None,
+                                          temperature=0.0), device, warmup=0, repeats=1)
     per_step = steps_s / steps
     return {"image": f"{w}x{h}", f"s_{steps}_steps": whole, "s_per_step": per_step,
             "s_T100_projected": whole + per_step * (method.process.T - steps), "peak_gib": peak, "bf16": bf16}

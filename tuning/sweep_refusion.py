@@ -135,12 +135,21 @@ def study_spec(args: argparse.Namespace, study_name: str, *, num_steps: int) -> 
     return space, question
 
 
+def study_folder(args: argparse.Namespace, study_name: str) -> Path:
+    """<storage>/sweeps/<study>: sweep.json, tune/, train/, report/."""
+    return Path(args.storage_path).expanduser().resolve() / "sweeps" / study_name
+
+
+def saved_context(study_dir: Path) -> SweepContext:
+    """The SweepContext that the study's first run saved in its sweep.json."""
+    return SweepContext(**json.loads((study_dir / SWEEP_FILE).read_text())["context"])
+
+
 def check_inputs(args: argparse.Namespace, study_name: str) -> None:
     """Raise UserError for a bad recipe, override, space file, data source or missing study state (no Ray needed)."""
-    study_dir = Path(args.storage_path).expanduser().resolve() / "sweeps" / study_name
     if args.resume:
         with cli.user_input(f"--resume {study_name}"):
-            SweepContext(**json.loads((study_dir / SWEEP_FILE).read_text())["context"])
+            saved_context(study_folder(args, study_name))
         return
     with cli.user_input(f"--space {args.space}" if args.space else None):
         config = base_config(args)
@@ -152,11 +161,9 @@ def check_inputs(args: argparse.Namespace, study_name: str) -> None:
 
 def run_study(args: argparse.Namespace, study_name: str) -> Path:
     """Run (or resume) one study to the end; returns its folder."""
-    storage = Path(args.storage_path).expanduser().resolve()
-    study_dir = storage / "sweeps" / study_name
+    study_dir = study_folder(args, study_name)
     if args.resume:
-        saved = json.loads((study_dir / SWEEP_FILE).read_text())
-        context = SweepContext(**saved["context"])
+        context = saved_context(study_dir)
         if not tune.Tuner.can_restore(str(study_dir / "tune")):
             raise cli.UserError(f"--resume: no Tune state under {study_dir / 'tune'}")
         MlflowClient(context.tracking_uri).update_run(context.parent_run_id, status="RUNNING")
@@ -201,8 +208,8 @@ def run_study(args: argparse.Namespace, study_name: str) -> Path:
 def finished_study(args: argparse.Namespace, study_name: str) -> Path | None:
     """The folder of a study that --resume finds finished (its parent run FINISHED: every trial done, none
     failed), with its report written; None when it has trials to run. A finished study starts no Ray."""
-    study_dir = Path(args.storage_path).expanduser().resolve() / "sweeps" / study_name
-    context = SweepContext(**json.loads((study_dir / SWEEP_FILE).read_text())["context"])
+    study_dir = study_folder(args, study_name)
+    context = saved_context(study_dir)
     if MlflowClient(context.tracking_uri).get_run(context.parent_run_id).info.status != "FINISHED":
         return None
     if not args.no_report and not (study_dir / "report" / "table.md").is_file():
@@ -218,7 +225,6 @@ def new_context(args: argparse.Namespace, study_name: str, config: ExperimentCon
         uri, artifact_root = args.mlflow_uri, None
     else:
         uri, artifact_root = tracking.embedded_store(Path(args.storage_path).expanduser().resolve())
-    storage = Path(args.storage_path).expanduser().resolve()
     parent = tracking.start_run(
         uri=uri, experiment=args.experiment, artifact_root=artifact_root, run_name=f"study-{study_name}",
         config={"study": study_name, "question": question, "recipe": args.recipe, "space": str(space),
@@ -229,7 +235,7 @@ def new_context(args: argparse.Namespace, study_name: str, config: ExperimentCon
         raise cli.UserError(f"MLflow at {uri} is not usable; a sweep needs it (see the warning above)")
     experiment_id = MlflowClient(uri).get_run(parent.run_id).info.experiment_id
     return SweepContext(study=study_name, base=config.to_dict(),
-                        train_storage=str(storage / "sweeps" / study_name / "train"), tracking_uri=uri,
+                        train_storage=str(study_folder(args, study_name) / "train"), tracking_uri=uri,
                         experiment_id=experiment_id, parent_run_id=parent.run_id)
 
 

@@ -225,8 +225,13 @@ def init_ray(config: ExperimentConfig) -> None:
 
 
 def build_trainer(config: ExperimentConfig, *, target: tracking.TrackingTarget, resume: tuple[str, int] | None,
-                  storage_path: str, run: str) -> "TorchTrainer":
-    """TorchTrainer over the Ray Data stream; the stream covers exactly the steps still to run."""
+                  storage_path: str, run: str, in_tune: bool = False) -> "TorchTrainer":
+    """TorchTrainer over the Ray Data stream; the stream covers exactly the steps still to run.
+
+    `in_tune`: fit inside a Tune trial, which then sees rank 0's reports. With workers, TuneReportCallback
+    forwards them. In local mode the loop runs in the trial's own process, where Ray refuses the ray.train
+    session calls (ray-project/ray#49454): it reports to Tune itself (`in_tune_trial`).
+    """
     import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -247,6 +252,12 @@ def build_trainer(config: ExperimentConfig, *, target: tracking.TrackingTarget, 
         start_index=start_step * config.global_batch_size,
     )
     resources = {"CPU": config.scaling.cpus_per_worker} | ({"GPU": 1} if config.scaling.use_gpu else {})
+    local_mode = config.scaling.num_workers == 0
+    callbacks = None
+    if in_tune and not local_mode:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks = [TuneReportCallback()]
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -254,7 +265,8 @@ def build_trainer(config: ExperimentConfig, *, target: tracking.TrackingTarget, 
             "tracking": {"uri": target.uri, "run_id": target.run_id},
             "resume_from": None if resume is None else resume[0],
             "data_start_step": start_step,
-            "local_mode": config.scaling.num_workers == 0,
+            "local_mode": local_mode,
+            "in_tune_trial": in_tune and local_mode,
             "run_uri": run,
         },
         scaling_config=ray.train.ScalingConfig(num_workers=config.scaling.num_workers,
@@ -265,6 +277,7 @@ def build_trainer(config: ExperimentConfig, *, target: tracking.TrackingTarget, 
             storage_path=storage_path,
             failure_config=ray.train.FailureConfig(max_failures=config.train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.train.keep_last),
+            callbacks=callbacks,
         ),
         datasets={"train": dataset},
         # Train replaces the dataset's execution options; keep preserve_order so the stream is reproducible. One

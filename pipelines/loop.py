@@ -58,10 +58,14 @@ class TrainState:
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    """Runs on every Ray Train worker (or in the driver in local mode); `loop_config` is built by launch.py."""
+    """Runs on every Ray Train worker (in local mode: in the driver, or in a sweep trial's process); `loop_config` is
+    built by launch.py."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ExperimentConfig.from_dict(loop_config["run"])
-    rank, world_size = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
+    if loop_config["in_tune_trial"]:  # local mode in a Tune trial's process: no ray.train session calls there
+        rank, world_size = 0, 1
+    else:
+        rank, world_size = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
     device = ray.train.torch.get_device()
     if device.type == "cpu":  # one intra-op thread per booked CPU: more oversubscribes a node shared with Ray Data
         torch.set_num_threads(config.scaling.threads)
@@ -223,7 +227,8 @@ def load_saved_state(loop_config: dict, *, device: torch.device) -> dict | None:
     checkpoint of the run that loads is used; one that does not load is skipped with a
     WARNING.
     """
-    checkpoint = ray.train.get_checkpoint()
+    # In a Tune trial's process, Tune restarts the whole trial, which passes its latest checkpoint as resume_from.
+    checkpoint = None if loop_config["in_tune_trial"] else ray.train.get_checkpoint()
     if checkpoint is None:
         if loop_config["resume_from"] is None:
             return None
@@ -276,10 +281,15 @@ def save_and_report(state: TrainState, config: ExperimentConfig, *, rank: int, l
         }
         extra = {} if grid is None else {VALIDATION_IMAGE: encode_png(grid)}
         directory = write_checkpoint(Path(tmp) / name, state=saved, config=config.to_dict(), extra_files=extra)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)),
-                         checkpoint_dir_name=name)
         if loop_config["local_mode"]:  # Train local mode keeps checkpoints in memory only
             persist_checkpoint(directory, loop_config["run_uri"], keep_last=config.train.keep_last)
+        if loop_config["in_tune_trial"]:  # what ASHA ranks; the checkpoint is the one persisted above
+            from ray import tune
+
+            tune.report(metrics)
+        else:
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)),
+                             checkpoint_dir_name=name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -156,11 +156,15 @@ def write_table(rows: list[dict[str, str]], out_dir: Path, *, title: str, summar
     return md_path, csv_path
 
 
-def plot_metric_vs_setting(scores: list[SettingScores], path: Path, *, xlabel: str) -> Path:
-    """Final PSNR gain over the input, SSIM and LPIPS per setting: each seed a dot, mean +- std a bar."""
+def plot_metric_vs_setting(scores: list[SettingScores], path: Path, *, xlabel: str) -> Path | None:
+    """Final PSNR gain over the input, SSIM and LPIPS per setting: each seed a dot, mean +- std a bar. None (no
+    figure) when no trial validated, e.g. every trial failed before its first validation."""
     panels = [("PSNR gain over the input (dB)", lambda s: s.gains), ("SSIM", lambda s: s.ssim),
               ("LPIPS (lower is better)", lambda s: s.lpips)]
     panels = [(title, get) for title, get in panels if any(get(s) for s in scores)]
+    if not panels:
+        logger.warning("no trial has a held-out validation: %s not drawn", path.name)
+        return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, (title, get) in zip(axes[0], panels):
         for x, s in enumerate(scores):
@@ -197,7 +201,8 @@ def plot_learning_curves(trials: list[TrialCurves], path: Path) -> Path:
         ax.set_xlabel("step")
         ax.set_title(key)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, ncol=2)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -7,7 +7,8 @@
     python tuning/sweep_refusion.py --space my_space.yaml --search random --num-samples 8
     python tuning/sweep_refusion.py --study noise --resume                # continue an interrupted sweep
 
-Each trial is a Tune function trainable that fits a TorchTrainer (tuning/trainable.py). A study lives in
+Each trial is a Tune function trainable that fits a TorchTrainer (tuning/trainable.py); a one-worker CPU trial trains
+in the trial's own process (Train local mode), without the Train controller, worker and helper actors. A study lives in
 <storage>/sweeps/<study>/: sweep.json, tune/ (Tune state), train/ (trial runs), report/.
 """
 
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 SWEEP_FILE = "sweep.json"
 # What a trial reports to Tune (train.save_and_report): what --metric may rank by.
 REPORTED_METRICS = ("loss", *report.VAL_METRICS, *report.INPUT_METRICS, "val/psnr_gain")
-DRIVER_CPUS = 0.25  # the trial's own process only waits on its TorchTrainer; workers book their own CPUs
+DRIVER_CPUS = 0.25  # the trial's own process, besides the training it runs in local mode (its worker's CPUs)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,7 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--metric", default="loss", choices=REPORTED_METRICS, help="reported metric ASHA ranks trials by")
     parser.add_argument("--mode", choices=("min", "max"), default="min")
     parser.add_argument("--max-concurrent-trials", type=cli.positive_int, help="default: as many as the cluster fits")
-    parser.add_argument("--num-workers", type=cli.positive_int, help="Train workers per trial (default: the recipe's, at least 1)")
+    parser.add_argument("--num-workers", type=cli.positive_int,
+                        help="Train workers per trial (default: the recipe's); a CPU trial of one trains in its own process")
     parser.add_argument("--cpus-per-trial", type=cli.positive_float, help="CPUs of a trial's Train workers, split among them")
     parser.add_argument("--gpus-per-trial", type=cli.non_negative_int, help="GPUs per trial: one Train worker per GPU (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue the study with Tuner.restore")
@@ -110,11 +112,11 @@ def base_config(args: argparse.Namespace) -> ExperimentConfig:
     train = dataclasses.replace(config.train, num_steps=num_steps, val_every=every, ckpt_every=every)
     if args.gpus_per_trial > 0:
         scaling = dataclasses.replace(config.scaling, num_workers=args.gpus_per_trial, use_gpu=True)
-    else:  # local mode (0 workers) has no Train callbacks, so Tune would see no reports
-        scaling = dataclasses.replace(config.scaling, num_workers=args.num_workers or max(1, config.scaling.num_workers),
-                                      use_gpu=False)
+    else:  # one worker trains in the trial's process (local mode): no Train controller, worker or helper actors
+        num_workers = args.num_workers or config.scaling.num_workers
+        scaling = dataclasses.replace(config.scaling, num_workers=num_workers if num_workers > 1 else 0, use_gpu=False)
     if args.cpus_per_trial is not None:
-        scaling = dataclasses.replace(scaling, cpus_per_worker=args.cpus_per_trial / scaling.num_workers)
+        scaling = dataclasses.replace(scaling, cpus_per_worker=args.cpus_per_trial / max(1, scaling.num_workers))
     return dataclasses.replace(config, train=train, scaling=scaling)
 
 
@@ -187,8 +189,9 @@ def run_study(args: argparse.Namespace, study_name: str) -> Path:
                 num_samples=args.num_samples if args.search == "random" else 1,
                 max_concurrent_trials=args.max_concurrent_trials or default_concurrency(config),
             ),
-            run_config=tune.RunConfig(name="tune", storage_path=str(study_dir), callbacks=[
-                CloseTrialRuns(context), StudyProgress(study_name, total=num_trials(args, space))]),
+            run_config=tune.RunConfig(
+                name="tune", storage_path=str(study_dir), failure_config=trial_failures(config),
+                callbacks=[CloseTrialRuns(context), StudyProgress(study_name, total=num_trials(args, space))]),
         )
     results = tuner.fit()
     num_closed = close_interrupted_runs(context)
@@ -240,7 +243,20 @@ def new_context(args: argparse.Namespace, study_name: str, config: ExperimentCon
 
 
 def trainable(context: SweepContext):
-    return tune.with_resources(tune.with_parameters(train_trial, context=context), {"CPU": DRIVER_CPUS})
+    resources = trial_resources(ExperimentConfig.from_dict(context.base))
+    return tune.with_resources(tune.with_parameters(train_trial, context=context), resources)
+
+
+def trial_resources(config: ExperimentConfig) -> dict[str, float]:
+    """What the trial's own process books: DRIVER_CPUS, plus its one worker's CPUs when it trains (local mode)."""
+    scaling = config.scaling
+    return {"CPU": DRIVER_CPUS + (scaling.cpus_per_worker if scaling.num_workers == 0 else 0.0)}
+
+
+def trial_failures(config: ExperimentConfig) -> tune.FailureConfig:
+    """train.max_failures: Train restarts failed workers; a trial training in its own process is restarted by Tune
+    (train_trial resumes it from its latest checkpoint)."""
+    return tune.FailureConfig(max_failures=config.train.max_failures if config.scaling.num_workers == 0 else 0)
 
 
 def num_trials(args: argparse.Namespace, space: dict) -> int:
@@ -275,7 +291,7 @@ def cluster_capacity() -> Capacity:
 
 def trial_cpus(config: ExperimentConfig) -> float:
     """Logical CPUs one trial books: its own process, its Train workers, its Ray Data actors and read task."""
-    return (DRIVER_CPUS + READ_TASK_CPUS + config.scaling.num_workers * config.scaling.cpus_per_worker
+    return (DRIVER_CPUS + READ_TASK_CPUS + max(1, config.scaling.num_workers) * config.scaling.cpus_per_worker
             + config.data.num_cpu_workers * config.data.cpus_per_worker)
 
 
@@ -301,7 +317,7 @@ def fit_to_cluster(config: ExperimentConfig, capacity: Capacity, *, explicit: bo
     largest = max(scaling.cpus_per_worker, data.cpus_per_worker)
     if need <= capacity.cpus and largest <= capacity.node_cpus:
         return config
-    what = (f"{DRIVER_CPUS:g} trial + {READ_TASK_CPUS:g} read + {scaling.num_workers} x {scaling.cpus_per_worker:g}"
+    what = (f"{DRIVER_CPUS:g} trial + {READ_TASK_CPUS:g} read + {max(1, scaling.num_workers)} x {scaling.cpus_per_worker:g}"
             f" Train + {data.num_cpu_workers} x {data.cpus_per_worker:g} data")
     fixed = DRIVER_CPUS + READ_TASK_CPUS
     at_once = 1 if scaling.use_gpu else max(1, int(capacity.cpus // (max(1, scaling.num_workers) * scaling.threads)))

@@ -1,4 +1,5 @@
-"""One sweep trial = one distributed training run: a Tune function trainable that fits a TorchTrainer.
+"""One sweep trial = one training run: a Tune function trainable that fits a TorchTrainer. A one-worker CPU trial
+trains in the trial's own process (Train local mode, num_workers 0); multi-worker and GPU trials get Train workers.
 
 The trial's MLflow run points at the study's parent run with tag sweep.parent_run_id and carries the swept
 values as tags; rank 0 of the Train workers logs into it. It is not nested (no mlflow.parentRunId): the MLflow
@@ -9,7 +10,6 @@ per ended trial.
 """
 
 import copy
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -18,7 +18,6 @@ from typing import Any
 import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
-from ray.tune.integration.ray_train import TuneReportCallback
 
 from pipelines import tracking
 from pipelines.checkpoints import find_latest_checkpoint, run_uri
@@ -75,11 +74,9 @@ def train_trial(values: dict[str, Any], *, context: SweepContext) -> None:
         close_trial_run(context, trial_id, "FINISHED", stopped_by=None)
         return
     target = open_trial_run(context, config, values, trial_id=trial_id, run=run)
-    trainer = build_trainer(config, target=target, resume=resume, storage_path=context.train_storage, run=run)
-    # Forwards rank 0's ray.train.report metrics to Tune (ASHA needs them). TODO: a `callbacks=` argument of
-    # pipelines.launch.build_trainer would avoid replacing the run config after construction.
-    trainer.run_config = dataclasses.replace(trainer.run_config, callbacks=[TuneReportCallback()])
-    trainer.fit()
+    # Rank 0's reports reach Tune (ASHA ranks them); a 0-worker trial trains right here, in Train local mode.
+    build_trainer(config, target=target, resume=resume, storage_path=context.train_storage, run=run,
+                  in_tune=True).fit()
     # Failures and early stops are closed by CloseTrialRuns: this line never runs for them.
     tracking.end_run(target, "FINISHED")
 

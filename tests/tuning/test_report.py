@@ -74,6 +74,13 @@ def test_report_writes_best_scores_per_setting_and_plots(tmp_path):
             "report/learning_curves.png", "report/verdict.json"} <= logged
 
 
+def test_a_study_whose_trials_never_validated_still_gets_its_table(tmp_path):
+    study_dir, _, _ = _study(tmp_path, curves={"10": [], "70": []})  # e.g. every trial failed at its first step
+    out = write_report(study_dir)
+    assert [r["setting"] for r in csv.DictReader((out / "table.csv").open())] == ["10", "70"]
+    assert not (out / "metric_vs_setting.png").exists() and (out / "learning_curves.png").exists()
+
+
 def test_seeds_are_summarised_per_setting_at_the_final_validation_with_the_verdict(tmp_path):
     # Final PSNRs: 50 -> 25.0/25.1/25.2 (gain +2.6 +- 0.1), 10 -> 23.0/23.1/23.2 (gain +0.6 +- 0.1).
     curves = {"10": [20.0, 24.0, 23.0], "50": [21.0, 24.5, 25.0]}

@@ -74,3 +74,21 @@ def test_every_recipe_default_fits_two_cpus_after_sizing():
     for name in ("debug", "demo"):
         args = for_study(parse_args(["--study", "noise", "--recipe", name]), "noise")
         assert trial_cpus(fit_to_cluster(base_config(args), TWO_CPUS, explicit=False)) <= 2, name
+
+
+
+def test_a_one_worker_cpu_trial_trains_in_its_own_process_and_books_that_workers_cpus():
+    from pipelines.data import READ_TASK_CPUS
+    from tuning.sweep_refusion import DRIVER_CPUS, trial_failures, trial_resources
+
+    def data_cpus(config) -> float:
+        return READ_TASK_CPUS + config.data.num_cpu_workers * config.data.cpus_per_worker
+
+    one, _ = _config("--cpus-per-trial", "0.5", "--set", "train.max_failures=2")
+    assert one.scaling.num_workers == 0 and one.scaling.cpus_per_worker == 0.5  # Train local mode, in the trial
+    assert trial_resources(one) == {"CPU": DRIVER_CPUS + 0.5} and trial_failures(one).max_failures == 2  # Tune retries
+    assert trial_resources(one)["CPU"] + data_cpus(one) == trial_cpus(one)  # what fit_to_cluster sizes is booked
+    two, _ = _config("--num-workers", "2", "--cpus-per-trial", "1", "--set", "train.max_failures=2")
+    assert two.scaling.num_workers == 2 and two.scaling.cpus_per_worker == 0.5  # TorchTrainer workers
+    assert trial_resources(two) == {"CPU": DRIVER_CPUS} and trial_failures(two).max_failures == 0  # Train retries
+    assert trial_resources(two)["CPU"] + 2 * 0.5 + data_cpus(two) == trial_cpus(two)

@@ -20,11 +20,11 @@ TINY = ["--recipe", "debug", "--set", "data.cpus_per_worker=0.5", "--set", "trai
         "--set", "train.log_every=2", "--cpus-per-trial", "0.5", "--ray-address", "local", "--num-cpus", "4"]
 
 
-def sweep_command(storage: Path, *extra: str, name: str = "sigma") -> list[str]:
-    space = storage / "space.yaml"
-    space.parent.mkdir(parents=True, exist_ok=True)
-    space.write_text(SPACE)
-    return [sys.executable, str(ROOT / "tuning" / "sweep_refusion.py"), "--space", str(space), "--name", name,
+def sweep_command(storage: Path, *extra: str, name: str = "sigma", space: str = SPACE) -> list[str]:
+    space_file = storage / "space.yaml"
+    space_file.parent.mkdir(parents=True, exist_ok=True)
+    space_file.write_text(space)
+    return [sys.executable, str(ROOT / "tuning" / "sweep_refusion.py"), "--space", str(space_file), "--name", name,
             "--storage-path", str(storage), *TINY, *extra]
 
 
@@ -32,8 +32,8 @@ def sweep_env() -> dict[str, str]:
     return os.environ | {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_DEDUP_LOGS": "0"}
 
 
-def run_sweep(storage: Path, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    result = subprocess.run(sweep_command(storage, *extra), cwd=ROOT, env=sweep_env(), capture_output=True,
+def run_sweep(storage: Path, *extra: str, space: str = SPACE, timeout: float = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run(sweep_command(storage, *extra, space=space), cwd=ROOT, env=sweep_env(), capture_output=True,
                             text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
@@ -69,7 +69,9 @@ def two_trial_study(tmp_path_factory) -> Study:
     """One sweep for every slow tuning test: sigma 10 then sigma 70, one at a time in grid order, ASHA on the
     loss, reports and checkpoints at steps 2, 4 and 6.
 
-    1. Sigma 10 is held right after its checkpoint at step 4 and the sweep gets Ctrl-C there.
+    1. Sigma 10 trains in its trial's own process (Train local mode). That process exits once, right after step
+       3; Tune restarts the trial (train.max_failures=1), which goes on from checkpoint 2. It is held right after
+       its checkpoint at step 4 and the sweep gets Ctrl-C there.
     2. `--resume`: sigma 10 goes on from checkpoint 4 and finishes; sigma 70 starts, and at the first rung its
        loss (about 7x sigma 10's) is below ASHA's cutoff, so it is stopped (its next step may still log before
        the stop reaches it). The report is written.
@@ -78,9 +80,10 @@ def two_trial_study(tmp_path_factory) -> Study:
     storage = tmp_path_factory.mktemp("sweep")
     held, log_path = storage / "held", storage / "sweep.log"
     command = sweep_command(storage, "--budget", "6", "--num-reports", "3", "--max-concurrent-trials", "1",
-                            "--asha", "--metric", "loss", "--mode", "min")
+                            "--asha", "--metric", "loss", "--mode", "min", "--set", "train.max_failures=1")
+    crash = {"RESTORATION_TEST_CRASH": f"0:3:{storage / 'crashed'}"}  # pipelines/loop.py::_test_only_crash
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=sweep_env() | hold_env(held, step=4), stdout=log,
+        process = subprocess.Popen(command, cwd=ROOT, env=sweep_env() | hold_env(held, step=4) | crash, stdout=log,
                                    stderr=subprocess.STDOUT)
         try:
             wait_for(held.exists, proc=process, log=log_path)

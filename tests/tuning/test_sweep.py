@@ -3,9 +3,15 @@
 
 import pytest
 
-from tests.tuning.conftest import study_runs
+from tests.tuning.conftest import run_sweep, study_runs
 
 pytestmark = pytest.mark.slow
+
+
+def test_a_trial_whose_process_dies_is_restarted_by_tune_from_its_checkpoint(two_trial_study):
+    log = (two_trial_study.storage / "sweep.log").read_text()  # the whole output of the interrupted sweep
+    assert (two_trial_study.storage / "crashed").exists(), log[-5000:]
+    assert "errored after 1 iterations" in log and "resumed at step 2 " in log, log[-5000:]
 
 
 def test_ctrl_c_closes_the_held_trial_as_interrupted_and_leaves_the_other_to_run(two_trial_study):
@@ -26,7 +32,8 @@ def test_resumed_trial_goes_on_from_its_checkpoint_and_asha_stops_the_worse_one(
         assert child.data.metrics["train/loss"] > 0 and "val/psnr" in child.data.metrics  # 70 reported before ASHA
     assert by_sigma["10"].info.status == "FINISHED" and "sweep.stopped_by" not in by_sigma["10"].data.tags
     assert by_sigma["70"].info.status == "KILLED" and by_sigma["70"].data.tags["sweep.stopped_by"] == "asha"
-    # Every logged step once (log_every=2): the held trial went on from checkpoint 4, not from the start.
+    # Every logged step once (log_every=2): the restarted trial went on from checkpoint 2, the resumed one from
+    # checkpoint 4, never from the start.
     steps = [m.step for m in client.get_metric_history(by_sigma["10"].info.run_id, "train/loss")]
     assert sorted(steps) == [2, 4, 6], steps
 
@@ -46,3 +53,17 @@ def test_finished_study_writes_a_report_and_a_second_resume_reruns_nothing(two_t
     assert "Started a local Ray instance" in two_trial_study.resumed_log  # what the line below looks for
     assert "Started a local Ray instance" not in two_trial_study.again_log
     assert {c.data.tags["sweep.method.max_sigma"]: c.info.end_time for c in children} == two_trial_study.end_times
+
+
+
+def test_a_trial_of_two_train_workers_reports_to_tune_through_its_torchtrainer(tmp_path):
+    # One trial of 2 Train workers (DDP over gloo), not trained in the trial's own process: rank 0's report must
+    # reach Tune through TuneReportCallback (a trial Tune heard nothing from "completed after 0 iterations").
+    result = run_sweep(tmp_path, "--num-workers", "2", "--cpus-per-trial", "1", "--budget", "2", "--num-reports", "1",
+                       "--set", "train.batch_size=2", "--set", "train.num_val_images=0",
+                       space="method.max_sigma: {grid: [10]}\n")
+    log = result.stdout + result.stderr
+    assert "world_size=2" in log and "completed after 1 iterations" in log, log[-5000:]
+    _, parent, children = study_runs(tmp_path)
+    assert parent.info.status == "FINISHED" and [c.info.status for c in children] == ["FINISHED"]
+    assert children[0].data.params["scaling.num_workers"] == "2" and children[0].data.metrics["train/loss"] > 0

@@ -69,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=("min", "max"), default="min")
     parser.add_argument("--max-concurrent-trials", type=cli.positive_int, help="default: as many as the cluster fits")
     parser.add_argument("--num-workers", type=cli.positive_int,
-                        help="Train workers per trial (default: the recipe's); a CPU trial of one trains in its own process")
+                        help="Train workers per trial (default: the recipe's); a CPU trial of one trains in its own "
+                             "process (Train local mode)")
     parser.add_argument("--cpus-per-trial", type=cli.positive_float, help="CPUs of a trial's Train workers, split among them")
     parser.add_argument("--gpus-per-trial", type=cli.non_negative_int, help="GPUs per trial: one Train worker per GPU (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue the study with Tuner.restore")
@@ -317,8 +318,8 @@ def fit_to_cluster(config: ExperimentConfig, capacity: Capacity, *, explicit: bo
     largest = max(scaling.cpus_per_worker, data.cpus_per_worker)
     if need <= capacity.cpus and largest <= capacity.node_cpus:
         return config
-    what = (f"{DRIVER_CPUS:g} trial + {READ_TASK_CPUS:g} read + {max(1, scaling.num_workers)} x {scaling.cpus_per_worker:g}"
-            f" Train + {data.num_cpu_workers} x {data.cpus_per_worker:g} data")
+    what = (f"{DRIVER_CPUS:g} trial + {READ_TASK_CPUS:g} read + {max(1, scaling.num_workers)} x "
+            f"{scaling.cpus_per_worker:g} Train + {data.num_cpu_workers} x {data.cpus_per_worker:g} data")
     fixed = DRIVER_CPUS + READ_TASK_CPUS
     at_once = 1 if scaling.use_gpu else max(1, int(capacity.cpus // (max(1, scaling.num_workers) * scaling.threads)))
     share = capacity.cpus / at_once

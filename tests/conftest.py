@@ -9,8 +9,7 @@ for _name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKIN
     os.environ.pop(_name, None)
 
 
-@pytest.fixture
-def ray_local():
+def shared_ray():
     """A local Ray with 4 logical CPUs (more than the 2 cores, so actor pools never starve) and a small store.
 
     Started once and shared by the tests that ask for it; a module that needs a Ray of its own (special
@@ -31,6 +30,12 @@ def ray_local():
         )
     ray.data.DataContext.get_current().enable_progress_bars = False
     return ray
+
+
+@pytest.fixture
+def ray_local():
+    """shared_ray() for one test (a module-scoped fixture calls shared_ray itself)."""
+    return shared_ray()
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,5 @@
 """Failures during training, each run through the real CLI (`python pipelines/train.py`) in a subprocess. (A
-Train worker killed mid-run: tests/pipelines/test_train.py's two-worker run; an interrupted sweep:
+Train worker killed mid-run: the two-worker sweep trial of tests/tuning/test_sweep.py; an interrupted sweep:
 tests/tuning/test_sweep.py.)
 
 Every test checks that nothing was lost: the run reaches train.num_steps, the resumed part starts right

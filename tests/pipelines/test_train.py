@@ -5,7 +5,6 @@ Regenerate the pinned debug losses after an intended change of the numerics:
 """
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -14,12 +13,12 @@ import pytest
 import torch
 
 from models.method import MethodDefaults
+from tests.conftest import shared_ray
 
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "assets" / "golden_loss_debug.txt"
 GOLDEN_ARGS = ["--recipe", "debug", "--set", "train.log_every=1"]  # the debug recipe, logging every step's loss
-CRASH_STEP = 20  # rank 1 exits once after this step; the last checkpoint before it is at step 15
 
 
 def run_cli(args: list[str]) -> None:
@@ -53,24 +52,8 @@ def write_golden(values: dict[int, float]) -> None:
 
 
 @pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
-    import ray
-
-    crash_marker = tmp_path_factory.mktemp("crash") / "crashed"
-    # TEST ONLY (pipelines/loop.py::_test_only_crash): rank 1 exits once after CRASH_STEP. Set before Ray starts
-    # so that the worker processes inherit it; local-mode runs have rank 0 only and never crash.
-    os.environ["RESTORATION_TEST_CRASH"] = f"1:{CRASH_STEP}:{crash_marker}"
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"
-    if ray.is_initialized():  # another module's shared local Ray
-        ray.shutdown()
-    ray.init(address="local", num_cpus=4, include_dashboard=False)
-    yield crash_marker
-    ray.shutdown()
-    del os.environ["RESTORATION_TEST_CRASH"]
-
-
-@pytest.fixture(scope="module")
-def debug_run(local_ray, tmp_path_factory) -> Path:
+def debug_run(tmp_path_factory) -> Path:
+    shared_ray()
     storage = tmp_path_factory.mktemp("storage")
     run_cli(["--storage-path", str(storage), "--name", "golden", *GOLDEN_ARGS])
     return storage
@@ -167,7 +150,7 @@ class _RegressionMethod(MethodDefaults):
 
 
 @pytest.mark.slow
-def test_accumulated_micro_batches_give_the_gradient_of_one_batch_of_their_samples(local_ray, tmp_path, monkeypatch):
+def test_accumulated_micro_batches_give_the_gradient_of_one_batch_of_their_samples(ray_local, tmp_path, monkeypatch):
     import pipelines.loop
     from pipelines.checkpoints import load_state
 
@@ -198,7 +181,7 @@ class _ShapeRecorder(_RegressionMethod):
 
 
 @pytest.mark.slow
-def test_progressive_phases_feed_the_loss_their_rows_and_patch_sizes(local_ray, tmp_path, monkeypatch):
+def test_progressive_phases_feed_the_loss_their_rows_and_patch_sizes(ray_local, tmp_path, monkeypatch):
     from models.refusion import RefusionConfig
 
     monkeypatch.setattr(RefusionConfig, "build_method", lambda self, saved_state=False, pretrained=None: _ShapeRecorder())
@@ -213,7 +196,7 @@ def test_progressive_phases_feed_the_loss_their_rows_and_patch_sizes(local_ray, 
 
 
 @pytest.mark.slow
-def test_diffir_gan_stage_continues_a_stage2_run_and_restores(local_ray, tmp_path):
+def test_diffir_gan_stage_continues_a_stage2_run_and_restores(ray_local, tmp_path):
     from pipelines.checkpoints import load_state
     from pipelines.restore import load_model
 
@@ -238,32 +221,6 @@ def test_diffir_gan_stage_continues_a_stage2_run_and_restores(local_ray, tmp_pat
     assert config.method.gan is not None
     lq = torch.rand(1, 3, 32, 32) * 2 - 1
     assert method.restore(net, lq, generator=torch.Generator().manual_seed(0)).shape == (1, 3, 32, 32)
-
-
-@pytest.mark.slow
-def test_two_cpu_workers_learn_and_recover_from_a_killed_worker(local_ray, tmp_path):
-    from pipelines.checkpoints import load_state
-
-    # 2 accumulated micro-batches of 2 per rank (DDP's no_sync on the first): the recipe's global batch of 8, and
-    # the restarted group skips 2 batches per consumed step.
-    run_cli(["--recipe", "debug", "--storage-path", str(tmp_path), "--name", "ddp", "--num-workers", "2",
-             "--set", "scaling.cpus_per_worker=1", "--set", "train.max_failures=1", "--set", "train.log_every=1",
-             "--set", "train.batch_size=2", "--set", "train.grad_accum=2"])
-    assert local_ray.exists(), "rank 1 was not killed"
-    client, run = mlflow_run(tmp_path, "ddp")
-    assert run.info.status == "FINISHED"
-    history = client.get_metric_history(run.info.run_id, "train/loss")
-    steps = [m.step for m in history]
-    # Steps 16..20 ran twice: once before the crash, once after restoring the step-15 checkpoint; nothing lost.
-    assert sorted(set(steps)) == list(range(1, 31))
-    # Rank 0 logs steps 16-19 before rank 1 can finish step 20 (each all-reduce waits for both); step 20's own
-    # line may or may not precede the teardown.
-    assert [steps.count(s) for s in range(14, 20)] == [1, 1, 2, 2, 2, 2] and steps.count(21) == 1
-    by_step = {m.step: m.value for m in history}
-    first, last = [by_step[s] for s in range(1, 6)], [by_step[s] for s in range(26, 31)]
-    assert sum(last) < 0.8 * sum(first)
-    assert load_state(tmp_path / "ddp" / "checkpoint_00000030")["step"] == 30
-    assert "images" in [a.path for a in client.list_artifacts(run.info.run_id)]
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--regenerate-golden"]:

@@ -1,9 +1,13 @@
-"""End-to-end sweep on local Ray through the CLI: a 2-trial ASHA study, interrupted, resumed, with its report
-(the study: tests/tuning/conftest.py::two_trial_study)."""
+"""End-to-end sweeps on local Ray through the CLI: a 2-trial ASHA study, interrupted, resumed, with its report
+(the study: tests/tuning/conftest.py::two_trial_study), and a trial of two Train workers, one of them killed."""
+
+import re
+import subprocess
 
 import pytest
 
-from tests.tuning.conftest import run_sweep, study_runs
+from pipelines.checkpoints import load_state
+from tests.tuning.conftest import ROOT, study_runs, sweep_command, sweep_env
 
 pytestmark = pytest.mark.slow
 
@@ -56,14 +60,37 @@ def test_finished_study_writes_a_report_and_a_second_resume_reruns_nothing(two_t
 
 
 
-def test_a_trial_of_two_train_workers_reports_to_tune_through_its_torchtrainer(tmp_path):
-    # One trial of 2 Train workers (DDP over gloo), not trained in the trial's own process: rank 0's report must
-    # reach Tune through TuneReportCallback (a trial Tune heard nothing from "completed after 0 iterations").
-    result = run_sweep(tmp_path, "--num-workers", "2", "--cpus-per-trial", "1", "--budget", "2", "--num-reports", "1",
-                       "--set", "train.batch_size=2", "--set", "train.num_val_images=0",
-                       space="method.max_sigma: {grid: [10]}\n")
-    log = result.stdout + result.stderr
-    assert "world_size=2" in log and "completed after 1 iterations" in log, log[-5000:]
-    _, parent, children = study_runs(tmp_path)
+
+def test_a_trial_of_two_train_workers_learns_recovers_from_a_killed_worker_and_reports_to_tune(tmp_path):
+    """One trial of 2 Train workers on CPU (DDP over gloo): not trained in the trial's own process but by a
+    TorchTrainer, whose FailureConfig restarts the group after rank 1 dies once and whose reports reach Tune through
+    TuneReportCallback (a trial Tune heard nothing from "completed after 0 iterations")."""
+    crashed = tmp_path / "crashed"
+    # 2 accumulated micro-batches of 2 per rank (DDP's no_sync on the first): the debug recipe's global batch of 8,
+    # and the restarted group skips 2 batches per consumed step. Checkpoints at 15 and 30; rank 1 exits after 20.
+    command = sweep_command(tmp_path, "--num-workers", "2", "--cpus-per-trial", "2", "--budget", "30",
+                            "--num-reports", "2", "--set", "train.max_failures=1", "--set", "train.log_every=1",
+                            "--set", "train.batch_size=2", "--set", "train.grad_accum=2",
+                            space="method.max_sigma: {grid: [50]}\n")  # the debug recipe's own sigma
+    env = sweep_env() | {"RESTORATION_TEST_CRASH": f"1:20:{crashed}"}  # pipelines/loop.py::_test_only_crash
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0 and crashed.exists(), log[-5000:]
+    assert "world_size=2" in log and re.search(r"completed after [1-9]\d* iterations", log), log[-5000:]
+    client, parent, children = study_runs(tmp_path)
     assert parent.info.status == "FINISHED" and [c.info.status for c in children] == ["FINISHED"]
-    assert children[0].data.params["scaling.num_workers"] == "2" and children[0].data.metrics["train/loss"] > 0
+    run = children[0]
+    assert run.data.params["scaling.num_workers"] == "2"
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    steps = [m.step for m in history]
+    # Steps 16..20 ran twice: once before the crash, once after restoring the step-15 checkpoint; nothing lost.
+    assert sorted(set(steps)) == list(range(1, 31))
+    # Rank 0 logs steps 16-19 before rank 1 can finish step 20 (each all-reduce waits for both); step 20's own
+    # line may or may not precede the teardown.
+    assert [steps.count(s) for s in range(14, 20)] == [1, 1, 2, 2, 2, 2] and steps.count(21) == 1
+    by_step = {m.step: m.value for m in history}
+    first, last = [by_step[s] for s in range(1, 6)], [by_step[s] for s in range(26, 31)]
+    assert sum(last) < 0.8 * sum(first)
+    (checkpoint,) = (tmp_path / "sweeps" / "sigma" / "train").glob("*/checkpoint_00000030")
+    assert load_state(checkpoint)["step"] == 30
+    assert "images" in [a.path for a in client.list_artifacts(run.info.run_id)]

@@ -32,8 +32,8 @@ def sweep_env() -> dict[str, str]:
     return os.environ | {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_DEDUP_LOGS": "0"}
 
 
-def run_sweep(storage: Path, *extra: str, space: str = SPACE, timeout: float = 300) -> subprocess.CompletedProcess:
-    result = subprocess.run(sweep_command(storage, *extra, space=space), cwd=ROOT, env=sweep_env(), capture_output=True,
+def run_sweep(storage: Path, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run(sweep_command(storage, *extra), cwd=ROOT, env=sweep_env(), capture_output=True,
                             text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result

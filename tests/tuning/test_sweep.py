@@ -59,8 +59,6 @@ def test_finished_study_writes_a_report_and_a_second_resume_reruns_nothing(two_t
     assert {c.data.tags["sweep.method.max_sigma"]: c.info.end_time for c in children} == two_trial_study.end_times
 
 
-
-
 def test_a_trial_of_two_train_workers_learns_recovers_from_a_killed_worker_and_reports_to_tune(tmp_path):
     """One trial of 2 Train workers on CPU (DDP over gloo): not trained in the trial's own process but by a
     TorchTrainer, whose FailureConfig restarts the group after rank 1 dies once and whose reports reach Tune through

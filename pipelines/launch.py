@@ -289,7 +289,7 @@ def build_trainer(config: ExperimentConfig, *, target: tracking.TrackingTarget, 
 
 def global_batch_line(config: ExperimentConfig) -> tuple[int, str]:
     """(log level, line) stating the global batch, a warning when it is not the official run's."""
-    workers = max(1, config.scaling.num_workers)
+    workers = config.scaling.num_processes
     accum = config.grad_accum_steps
     line = (f"global batch {config.global_batch_size} (train.batch_size {config.train.batch_size} x {workers} "
             f"worker{'s' if workers > 1 else ''}"

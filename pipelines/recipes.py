@@ -122,6 +122,11 @@ class ScalingSettings:
     def threads(self) -> int:
         return self.torch_threads or max(1, int(self.cpus_per_worker))
 
+    @property
+    def num_processes(self) -> int:
+        """Processes that train: the workers, or in local mode (0 workers) the one that runs the loop itself."""
+        return max(1, self.num_workers)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ExperimentConfig:
@@ -179,14 +184,14 @@ class ExperimentConfig:
         """Micro-batches per optimiser step: train.grad_accum, or (None) what reaches the official global batch."""
         if self.train.grad_accum is not None:
             return self.train.grad_accum
-        per_step = self.train.batch_size * max(1, self.scaling.num_workers)
+        per_step = self.train.batch_size * self.scaling.num_processes
         official = self.train.official_global_batch
         return official // per_step if official and official % per_step == 0 else 1
 
     @property
     def global_batch_size(self) -> int:
         """Samples per optimiser step over all workers and accumulated micro-batches."""
-        return self.train.batch_size * max(1, self.scaling.num_workers) * self.grad_accum_steps
+        return self.train.batch_size * self.scaling.num_processes * self.grad_accum_steps
 
 
 def apply_overrides(config: ExperimentConfig, *, files: list[str] = (), sets: list[str] = ()) -> ExperimentConfig:

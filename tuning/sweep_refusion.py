@@ -117,7 +117,7 @@ def base_config(args: argparse.Namespace) -> ExperimentConfig:
         num_workers = args.num_workers or config.scaling.num_workers
         scaling = dataclasses.replace(config.scaling, num_workers=num_workers if num_workers > 1 else 0, use_gpu=False)
     if args.cpus_per_trial is not None:
-        scaling = dataclasses.replace(scaling, cpus_per_worker=args.cpus_per_trial / max(1, scaling.num_workers))
+        scaling = dataclasses.replace(scaling, cpus_per_worker=args.cpus_per_trial / scaling.num_processes)
     return dataclasses.replace(config, train=train, scaling=scaling)
 
 
@@ -292,7 +292,7 @@ def cluster_capacity() -> Capacity:
 
 def trial_cpus(config: ExperimentConfig) -> float:
     """Logical CPUs one trial books: its own process, its Train workers, its Ray Data actors and read task."""
-    return (DRIVER_CPUS + READ_TASK_CPUS + max(1, config.scaling.num_workers) * config.scaling.cpus_per_worker
+    return (DRIVER_CPUS + READ_TASK_CPUS + config.scaling.num_processes * config.scaling.cpus_per_worker
             + config.data.num_cpu_workers * config.data.cpus_per_worker)
 
 
@@ -318,10 +318,10 @@ def fit_to_cluster(config: ExperimentConfig, capacity: Capacity, *, explicit: bo
     largest = max(scaling.cpus_per_worker, data.cpus_per_worker)
     if need <= capacity.cpus and largest <= capacity.node_cpus:
         return config
-    what = (f"{DRIVER_CPUS:g} trial + {READ_TASK_CPUS:g} read + {max(1, scaling.num_workers)} x "
+    what = (f"{DRIVER_CPUS:g} trial + {READ_TASK_CPUS:g} read + {scaling.num_processes} x "
             f"{scaling.cpus_per_worker:g} Train + {data.num_cpu_workers} x {data.cpus_per_worker:g} data")
     fixed = DRIVER_CPUS + READ_TASK_CPUS
-    at_once = 1 if scaling.use_gpu else max(1, int(capacity.cpus // (max(1, scaling.num_workers) * scaling.threads)))
+    at_once = 1 if scaling.use_gpu else max(1, int(capacity.cpus // (scaling.num_processes * scaling.threads)))
     share = capacity.cpus / at_once
     if explicit or share <= fixed + 0.1:
         raise cli.UserError(f"a trial needs {need:g} CPUs ({what}) but the cluster has {capacity.cpus:g} "

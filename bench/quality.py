@@ -187,6 +187,24 @@ def score_holes(config: ExperimentConfig, checkpoint: Path, hqs: list[np.ndarray
     from pipelines.restore import load_model
 
     method, net, _ = load_model(checkpoint, device=torch.device("cpu"))
+    return _hole_scores(config, method, net, hqs, lqs)
+
+
+def untrained_hole_psnr(config: ExperimentConfig) -> float:
+    """PSNR inside the held-out holes of `config`'s net before any training: its random init (torch seed
+    config.seed, as the training loop builds it), not started from an earlier stage (DiffIR S2 without S1)."""
+    method_config = config.method
+    if getattr(method_config, "init_from", ""):
+        method_config = dataclasses.replace(method_config, init_from="")
+    method = build_method(method_config)
+    torch.manual_seed(config.seed)
+    net = method.build().eval()
+    hqs, lqs, _ = build_val_set(config.data, config.train.num_val_images)
+    return _hole_scores(config, method, net, hqs, lqs).psnr
+
+
+def _hole_scores(config: ExperimentConfig, method, net: torch.nn.Module, hqs: list[np.ndarray],
+                 lqs: list[np.ndarray]) -> HoleScores:
     generator = torch.Generator().manual_seed(config.seed)
     masks = hole_masks(config)
     inputs, outputs, telea = [], [], score_telea(hqs, lqs, masks, protocol=PROTOCOLS[config.protocol])[1]

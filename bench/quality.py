@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from bench import quality_recipes as recipes
+from models.method import RestorationMethod
 from models.metrics import PROTOCOLS, ImageMetrics, Protocol
 from degradations import MaskConfig
 from pipelines.batching import to_image, to_model
@@ -203,7 +204,7 @@ def untrained_hole_psnr(config: ExperimentConfig) -> float:
     return _hole_scores(config, method, net, hqs, lqs).psnr
 
 
-def _hole_scores(config: ExperimentConfig, method, net: torch.nn.Module, hqs: list[np.ndarray],
+def _hole_scores(config: ExperimentConfig, method: RestorationMethod, net: torch.nn.Module, hqs: list[np.ndarray],
                  lqs: list[np.ndarray]) -> HoleScores:
     generator = torch.Generator().manual_seed(config.seed)
     masks = hole_masks(config)

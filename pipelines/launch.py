@@ -252,7 +252,7 @@ def build_trainer(config: ExperimentConfig, *, target: tracking.TrackingTarget, 
         start_index=start_step * config.global_batch_size,
     )
     resources = {"CPU": config.scaling.cpus_per_worker} | ({"GPU": 1} if config.scaling.use_gpu else {})
-    local_mode = config.scaling.num_workers == 0
+    local_mode = config.scaling.local_mode
     callbacks = None
     if in_tune and not local_mode:
         from ray.tune.integration.ray_train import TuneReportCallback

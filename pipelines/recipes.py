@@ -127,6 +127,11 @@ class ScalingSettings:
         """Processes that train: the workers, or in local mode (0 workers) the one that runs the loop itself."""
         return max(1, self.num_workers)
 
+    @property
+    def local_mode(self) -> bool:
+        """0 workers: Train local mode, the loop runs in the calling process (the driver, or a sweep trial's)."""
+        return self.num_workers == 0
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ExperimentConfig:

@@ -251,13 +251,13 @@ def trainable(context: SweepContext):
 def trial_resources(config: ExperimentConfig) -> dict[str, float]:
     """What the trial's own process books: DRIVER_CPUS, plus its one worker's CPUs when it trains (local mode)."""
     scaling = config.scaling
-    return {"CPU": DRIVER_CPUS + (scaling.cpus_per_worker if scaling.num_workers == 0 else 0.0)}
+    return {"CPU": DRIVER_CPUS + (scaling.cpus_per_worker if scaling.local_mode else 0.0)}
 
 
 def trial_failures(config: ExperimentConfig) -> tune.FailureConfig:
     """train.max_failures: Train restarts failed workers; a trial training in its own process is restarted by Tune
     (train_trial resumes it from its latest checkpoint)."""
-    return tune.FailureConfig(max_failures=config.train.max_failures if config.scaling.num_workers == 0 else 0)
+    return tune.FailureConfig(max_failures=config.train.max_failures if config.scaling.local_mode else 0)
 
 
 def num_trials(args: argparse.Namespace, space: dict) -> int:

@@ -7,10 +7,10 @@ they do show: a held-out PSNR far above the untrained net's.
 """
 
 import pytest
-import torch
 
 from bench.quality import BENCHES, run_bench, run_osediff, untrained_hole_psnr
-from pipelines.restore import load_model
+from pipelines.checkpoints import read_config_uri
+from pipelines.recipes import ExperimentConfig
 
 # Minutes of the full bench each test runs (its steps are scaled by minutes / bench minutes).
 BEATS_INPUT = {"refusion-denoise": 0.8, "latent-refusion": 0.8, "diffir-sr": 1.0, "refusion-inpaint": 0.6,
@@ -29,7 +29,7 @@ def test_a_short_run_restores_held_out_photos_better_than_their_input(name, tmp_
     if name.endswith("-inpaint"):  # and where it has to invent the content
         assert result.holes.gain > 0 and 0.02 < result.holes.hole_fraction < 0.6, result.line()
         if name == "diffir-inpaint":  # any fill beats black holes: inside them it rises above the untrained net
-            untrained = untrained_hole_psnr(load_model(result.checkpoint, device=torch.device("cpu"))[2])
+            untrained = untrained_hole_psnr(ExperimentConfig.from_dict(read_config_uri(result.checkpoint)))
             assert result.holes.psnr > untrained + 1.0, f"untrained net {untrained:.2f} dB; {result.line()}"
         assert "inside the holes" in result.line()
     else:

@@ -76,7 +76,6 @@ def test_every_recipe_default_fits_two_cpus_after_sizing():
         assert trial_cpus(fit_to_cluster(base_config(args), TWO_CPUS, explicit=False)) <= 2, name
 
 
-
 def test_a_one_worker_cpu_trial_trains_in_its_own_process_and_books_that_workers_cpus():
     from pipelines.data import READ_TASK_CPUS
     from tuning.sweep_refusion import DRIVER_CPUS, trial_failures, trial_resources

@@ -98,6 +98,19 @@ def _stored_run(storage: Path, name: str) -> None:
     make_checkpoint(storage / name / "checkpoint_00000007", debug().method)
 
 
+def test_a_command_freezes_what_is_alive_out_of_the_exit_collection_and_a_call_does_not(monkeypatch):
+    import gc
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["prog", "--set", "x=1"])
+    try:
+        assert cli.run(lambda argv: argv, prog="prog") == ["--set", "x=1"]  # as `python pipelines/train.py ...`
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    assert cli.run(lambda argv: argv, prog="prog", argv=["y"]) == ["y"] and gc.get_freeze_count() == 0
+
+
 @pytest.mark.parametrize("flags,expected", [
     (["--method", "diffir"], "--method diffir but the run trains refusion"),
     (["--recipe", "demo"], r"--recipe demo gives another config than the run's \(method.net.width, .*method.T, .* differ"),

@@ -51,6 +51,7 @@ from models.nets.latent_unet import DEHAZE_UNET, TINY_UNET, LatentUNet
 from models.nets.nafnet import REFUSION_NAFNET, TINY_NAFNET, NAFNetConfig
 from models.refusion import Refusion, RefusionConfig, latent_refusion_tiny
 from models.sampling import sample
+from pipelines import cli
 from pipelines.samples import write_sample_images
 from pipelines.train_step import TrainStep
 
@@ -371,6 +372,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    results = main()
-    gc.freeze()  # as pipelines/cli.py::run: the exit's garbage collection skips what is alive now
+    results = cli.run(main, prog="bench/gpu_check.py")  # which also spares the exit its last garbage collection
     sys.exit(1 if any("error" in s for s in results["sections"].values()) else 0)

@@ -27,10 +27,13 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null 2>&1; } || echo "postgresql not installed: the tracking-store test will be skipped"
 
 # The unit tests start no Ray and run one torch thread each: two pytest-xdist workers use both cores (140 s -> 83 s).
-# The slow tests start Ray clusters and multi-process jobs, which need the whole machine: one at a time, after.
+# The quality tests are in-process trainings: two at once, one torch thread each (367 s -> 312 s).
+# The other slow tests start Ray clusters and multi-process jobs, which need the whole machine: one at a time, after.
+QUALITY := tests/bench/test_quality.py
 test: $(STAMP) browser postgres
 	$(PY) -m pytest -q -m "not slow" -n 2 --timeout=300 --durations=10
-	RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.2 $(PY) -m pytest -q -m slow --timeout=900 --durations=40
+	RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.2 $(PY) -m pytest -q -m slow -n 2 --timeout=900 --durations=10 $(QUALITY)
+	RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.2 $(PY) -m pytest -q -m slow --timeout=900 --durations=40 --ignore=$(QUALITY)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" -n 2 --timeout=300

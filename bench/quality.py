@@ -123,9 +123,12 @@ class HoleScores:
 
 
 def scaled(config: ExperimentConfig, factor: float, *, num_validations: int = 4,
-           val_patch_size: int | None = None) -> ExperimentConfig:
+           val_patch_size: int | None = None, torch_threads: int | None = None) -> ExperimentConfig:
     """The config with num_steps scaled by `factor` and `num_validations` validations (and checkpoints) spread
-    over it, optionally on smaller held-out crops; phased methods keep their phase fractions."""
+    over it, optionally on smaller held-out crops and with `torch_threads` intra-op threads (default: one per
+    booked CPU); phased methods keep their phase fractions."""
+    if torch_threads is not None:
+        config = dataclasses.replace(config, scaling=dataclasses.replace(config.scaling, torch_threads=torch_threads))
     if val_patch_size is not None:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, val_patch_size=val_patch_size))
     train = config.train
@@ -137,7 +140,8 @@ def scaled(config: ExperimentConfig, factor: float, *, num_validations: int = 4,
 
 
 def run_bench(name: str, *, minutes: float | None = None, storage_path: str = "runs", mlflow_uri: str | None = None,
-              num_validations: int = 4, val_patch_size: int | None = None, score_start: bool = True) -> QualityResult:
+              num_validations: int = 4, val_patch_size: int | None = None, score_start: bool = True,
+              torch_threads: int | None = None) -> QualityResult:
     """Train every stage of bench `name` (steps scaled to `minutes`), then score the held-out photos (their
     centred crops of `val_patch_size`, default the bench's 256^2). `score_start=False` skips scoring the
     untrained net (a full restore of the held-out crops: about 30 s on the CPU)."""
@@ -146,7 +150,8 @@ def run_bench(name: str, *, minutes: float | None = None, storage_path: str = "r
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     started, previous, config, result = time.perf_counter(), None, None, None
     for index, stage in enumerate(bench.stages):
-        config = scaled(stage(previous), factor, num_validations=num_validations, val_patch_size=val_patch_size)
+        config = scaled(stage(previous), factor, num_validations=num_validations, val_patch_size=val_patch_size,
+                        torch_threads=torch_threads)
         config = dataclasses.replace(config, name=f"{name}-{stamp}-{config.name}", storage_path=storage_path)
         if index == len(bench.stages) - 1:
             start = score_at_step_0(config) if score_start else {"psnr": None}
@@ -252,10 +257,11 @@ class LearningResult:
 
 
 def run_osediff(*, minutes: float | None = None, storage_path: str = "runs", mlflow_uri: str | None = None,
-                num_validations: int = 4) -> LearningResult:
+                num_validations: int = 4, torch_threads: int | None = None) -> LearningResult:
     """Score the untrained OSEDiff (step 0) on the held-out photos, train it, score again, read the loss curves."""
     config = recipes.osediff_tiny_sr()
-    config = scaled(config, 1.0 if minutes is None else minutes / OSEDIFF_MINUTES, num_validations=num_validations)
+    config = scaled(config, 1.0 if minutes is None else minutes / OSEDIFF_MINUTES, num_validations=num_validations,
+                    torch_threads=torch_threads)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     config = dataclasses.replace(config, name=f"osediff-{stamp}", storage_path=storage_path)
     start = score_at_step_0(config)
@@ -309,7 +315,8 @@ class RealWorldResult:
 
 
 def run_realsr(drealsr: Path, *, minutes: float | None = None, storage_path: str = "runs",
-               mlflow_uri: str | None = None, gan_vgg19: str | None = None) -> RealWorldResult:
+               mlflow_uri: str | None = None, gan_vgg19: str | None = None,
+               torch_threads: int | None = None) -> RealWorldResult:
     """Train DiffIR S1 -> S2 on Real-ESRGAN degradations of the bundled photos, then score DRealSR's real x4 pairs
     (`drealsr/test_LR`, `drealsr/test_HR`; not shipped: give the folder) against bicubic.
 
@@ -323,7 +330,7 @@ def run_realsr(drealsr: Path, *, minutes: float | None = None, storage_path: str
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     started, previous, config, result, stage2 = time.perf_counter(), None, None, None, None
     for stage in stages:
-        config = scaled(stage(previous), factor, num_validations=1)
+        config = scaled(stage(previous), factor, num_validations=1, torch_threads=torch_threads)
         config = dataclasses.replace(config, name=f"diffir-realsr-{stamp}-{config.name}", storage_path=storage_path)
         result = run_training(config, mlflow_uri=mlflow_uri, experiment="quality")
         previous = result.checkpoint[0]
@@ -418,10 +425,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gan", metavar="VGG19", help="diffir-realsr: add the GAN stage after S2, its perceptual loss "
                         "on this VGG19 file ('' for torch.hub's vgg19-dcbb9e9d.pth, 'random' for untrained features)")
     parser.add_argument("--minutes", type=float, help="scale the steps to about this many minutes on the 2-core machine")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads per training (default: one per CPU the "
+                        "recipe books, 2; 1 to run two benches side by side on 2 cores)")
     parser.add_argument("--storage-path", default="runs", help="runs and the MLflow store (experiment quality)")
     parser.add_argument("--mlflow-uri")
     args = parser.parse_args(argv)
-    options = {"minutes": args.minutes, "storage_path": args.storage_path, "mlflow_uri": args.mlflow_uri}
+    options = {"minutes": args.minutes, "storage_path": args.storage_path, "mlflow_uri": args.mlflow_uri,
+               "torch_threads": args.threads}
     names = list(BENCHES) if args.method == "all" else [n for n in [args.method] if n in BENCHES]
     results = [run_bench(n, **options) for n in names]
     learning = run_osediff(**options) if args.method in ("osediff", "all") else None

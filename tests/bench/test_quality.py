@@ -6,9 +6,12 @@ deblurring models do not beat the blurred input at CPU scale (README, "Quality")
 they do show: a held-out PSNR far above the untrained net's.
 """
 
+import math
+import os
+
 import pytest
 
-from bench.quality import BENCHES, run_bench, run_osediff, untrained_hole_psnr
+from bench.quality import BENCHES, run_bench, run_osediff, scaled, untrained_hole_psnr
 from pipelines.checkpoints import read_config_uri
 from pipelines.recipes import ExperimentConfig
 
@@ -16,13 +19,16 @@ from pipelines.recipes import ExperimentConfig
 BEATS_INPUT = {"refusion-denoise": 0.8, "latent-refusion": 0.8, "diffir-sr": 1.0, "refusion-inpaint": 0.6,
                "diffir-inpaint": 2.5}
 LEARNS = {"refusion-deblur": (0.8, 5.0), "msgd-deblur": (0.6, 0.0)}  # (minutes, dB above the untrained net)
+# `make test` runs these on two pytest-xdist workers, one training per core, so one intra-op thread each: 312 s
+# against 367 s one at a time at the recipes' two threads. Run alone, a test keeps the recipe's two.
+THREADS = 1 if "PYTEST_XDIST_WORKER" in os.environ else None
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BEATS_INPUT))
 def test_a_short_run_restores_held_out_photos_better_than_their_input(name, tmp_path, ray_local):
     result = run_bench(name, minutes=BEATS_INPUT[name], storage_path=str(tmp_path), num_validations=1,
-                       score_start=False)  # the input is the bar here, not the untrained net
+                       score_start=False, torch_threads=THREADS)  # the input is the bar here, not the untrained net
     assert result.num_images == 2
     assert result.gain > 0, result.line()
     assert result.line().startswith(f"{name}: input ")
@@ -41,7 +47,8 @@ def test_a_short_run_restores_held_out_photos_better_than_their_input(name, tmp_
 def test_a_short_deblurring_run_rises_far_above_the_untrained_net(name, tmp_path, ray_local):
     minutes, rise = LEARNS[name]
     # 128^2 held-out crops: their 100 (Refusion) or 4 x 20 (MSGD) reverse steps cost most of a 256^2 test
-    result = run_bench(name, minutes=minutes, storage_path=str(tmp_path), num_validations=1, val_patch_size=128)
+    result = run_bench(name, minutes=minutes, storage_path=str(tmp_path), num_validations=1, val_patch_size=128,
+                       torch_threads=THREADS)
     assert result.psnr > result.psnr_start + rise, result.start_line()
 
 
@@ -49,9 +56,17 @@ def test_every_bench_has_a_short_test():
     assert set(BEATS_INPUT) | set(LEARNS) == set(BENCHES)
 
 
+def test_scaled_sets_the_training_threads_only_when_asked():
+    config = BENCHES["refusion-denoise"].stages[0](None)
+    assert scaled(config, 0.5).scaling.threads == config.scaling.threads == 2  # one per booked CPU
+    one = scaled(config, 0.5, torch_threads=1)
+    assert one.scaling.threads == 1 and one.scaling.cpus_per_worker == config.scaling.cpus_per_worker
+    assert one.train.num_steps == math.ceil(config.train.num_steps / 2)
+
+
 @pytest.mark.slow
 def test_osediff_losses_fall_and_held_out_psnr_rises_from_step_0(tmp_path, ray_local):
-    result = run_osediff(minutes=1.0, storage_path=str(tmp_path), num_validations=1)
+    result = run_osediff(minutes=1.0, storage_path=str(tmp_path), num_validations=1, torch_threads=THREADS)
     first, last = result.losses["loss_l2"]
     assert last < first, result.line()
     assert result.psnr_end > result.psnr_start, result.line()

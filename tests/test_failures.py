@@ -104,12 +104,26 @@ def test_killed_driver_resumes_from_the_last_readable_checkpoint_with_resume_fla
     assert_nothing_lost(tmp_path, "driver", resumed_at=CKPT_EVERY)
 
 
-@pytest.mark.slow
-def test_killed_data_node_does_not_stop_the_run(tmp_path, monkeypatch):
-    # Token auth on both sides, as on a real cluster. This process's Ray config read RAY_AUTH_MODE when it was
-    # first initialised (by an earlier in-process ray.init(), or at import when this test runs alone): reload it.
+@pytest.fixture
+def token_auth(monkeypatch):
+    """RAY_AUTH_MODE=token in this process for one test, and its Ray config reloaded before and after.
+
+    This process's Ray config read RAY_AUTH_MODE when it was first initialised (by an earlier in-process
+    ray.init(), or at import when the test runs alone): it is reloaded now, and again once the variable is
+    restored. Left in token mode, the next in-process driver of a cluster started without a token (on this
+    pytest-xdist worker: tests/cluster/test_placement.py's) refuses the GCS's calls ("Missing authorization
+    header"), and its TrainController is destroyed before it runs.
+    """
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     reset_auth_token_state()
+    yield
+    monkeypatch.undo()
+    reset_auth_token_state()
+
+
+@pytest.mark.slow
+def test_killed_data_node_does_not_stop_the_run(tmp_path, monkeypatch, token_auth):
+    # Token auth on both sides, as on a real cluster (the token_auth fixture).
     # The cluster's raylets start the Train worker with this process's environment, not the driver's.
     held, log_path = tmp_path / "held", tmp_path / "driver.log"
     monkeypatch.setenv("RESTORATION_TEST_HOLD", hold_env(held, step=CKPT_EVERY)["RESTORATION_TEST_HOLD"])

@@ -28,12 +28,13 @@ postgres:
 
 # The unit tests start no Ray and run one torch thread each: two pytest-xdist workers use both cores (140 s -> 83 s).
 # The quality tests are in-process trainings: two at once, one torch thread each (367 s -> 312 s).
-# The other slow tests start Ray clusters and multi-process jobs, which need the whole machine: one at a time, after.
+# The other slow tests start Ray clusters and multi-process jobs, which one at a time left the cores idle 30% of the
+# time (process and Ray start-up): two at once, a test file at a time (tests/conftest.py::SAME_WORKER): 670 s -> 447 s.
 QUALITY := tests/bench/test_quality.py
 test: $(STAMP) browser postgres
 	$(PY) -m pytest -q -m "not slow" -n 2 --timeout=300 --durations=10
 	RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.2 $(PY) -m pytest -q -m slow -n 2 --timeout=900 --durations=10 $(QUALITY)
-	RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.2 $(PY) -m pytest -q -m slow --timeout=900 --durations=40 --ignore=$(QUALITY)
+	RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.2 $(PY) -m pytest -q -m slow -n 2 --dist loadfile --timeout=900 --durations=40 --ignore=$(QUALITY)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" -n 2 --timeout=300

@@ -57,6 +57,65 @@ def _shutdown_ray_at_exit():
         sys.modules["ray"].shutdown()
 
 
+def pytest_configure(config):
+    _ensure_ray_auth_token()
+
+
+# `make test` runs the slow Ray tests on two pytest-xdist workers, a test file at a time (`--dist loadfile`, so a
+# module's fixtures are made once). These files share another file's session fixture and go to its worker; the
+# longest work units (--durations) are handed out first, so that neither worker is left with a long tail.
+SAME_WORKER = {"tests/tuning/test_ui.py": "tests/tuning/test_sweep.py"}  # tests/tuning/conftest.py::two_trial_study
+LONGEST_FIRST = ("tests/tuning/test_sweep.py", "tests/tuning/test_tracking_server.py", "tests/test_failures.py",
+                 "tests/bench/test_gpu_check.py", "tests/cluster/test_placement.py", "tests/cluster/test_security.py")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None  # xdist's own
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return SAME_WORKER.get(path, path)
+
+        def _assign_work_unit(self, node) -> None:
+            rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+            for scope in sorted(self.workqueue, key=lambda scope: rank.get(scope, len(rank))):  # stable
+                self.workqueue.move_to_end(scope)
+            super()._assign_work_unit(node)
+
+    return SharedFixtureScheduling(config, log)
+
+
+def _ensure_ray_auth_token() -> None:
+    """Write Ray's default token file (~/.ray/auth_token) before any test starts a Ray, when it is missing.
+
+    A new local Ray generates that file when it finds none. Two first starts at once (the two pytest-xdist
+    workers of `make test` on a fresh machine) would each write their own token, and the one whose file lost
+    would hand its own processes the other token. This runs in the xdist controller before the workers start;
+    the file is created whole or not at all (a hard link, which fails when the file exists).
+    """
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    import secrets
+    import tempfile
+    from pathlib import Path
+
+    path = Path.home() / ".ray" / "auth_token"
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".auth_token.", delete=False) as tmp:
+        tmp.write(secrets.token_hex(32))  # the format of `ray get-auth-token --generate`
+    try:
+        os.link(tmp.name, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp.name)
+
+
 _EXIT_STATUS: dict[str, int] = {}
 
 

@@ -69,6 +69,7 @@ LONGEST_FIRST = ("tests/tuning/test_sweep.py", "tests/tuning/test_tracking_serve
                  "tests/bench/test_gpu_check.py", "tests/cluster/test_placement.py", "tests/cluster/test_security.py")
 
 
+@pytest.hookimpl(optionalhook=True)  # `pytest -p no:xdist` has no such hook
 def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadfile":
         return None  # xdist's own
